@@ -1,0 +1,612 @@
+//! The `certdesk` command. `serve` runs the desk; `admin` works on the data
+//! folder directly; everything else talks to a running desk over the REST
+//! API, as `aws` or `step` do.
+
+mod client;
+mod output;
+
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+
+use crate::ca::builtin::Validation;
+use crate::config::{FileConfig, ServeOverrides, ServeSettings, DEFAULT_DATA_DIR};
+use crate::service::{accounts, ServiceError};
+use client::{Client, ClientError};
+use output::Output;
+
+#[derive(Parser)]
+#[command(
+    name = "certdesk",
+    version,
+    about = "Self-hosted SSL/TLS certificate order desk"
+)]
+pub struct Cli {
+    /// URL of the desk (client commands).
+    #[arg(long, global = true, env = "CERTDESK_URL")]
+    url: Option<String>,
+    /// API token (client commands).
+    #[arg(long, global = true, env = "CERTDESK_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// TOML config file (server settings, and url/token for the client).
+    #[arg(long, global = true, env = "CERTDESK_CONFIG")]
+    config: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    output: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the desk: API, built-in CA, worker.
+    Serve(ServeArgs),
+    /// Orders: create, list, show, cancel, resend emails.
+    #[command(subcommand)]
+    Order(OrderCmd),
+    /// The approver addresses allowed for a domain (CA/B Forum 3.2.2.4.4).
+    ApproverEmails { domain: String },
+    /// Certificate signing requests.
+    #[command(subcommand)]
+    Csr(CsrCmd),
+    /// Accounts, users and tokens, on the data folder directly.
+    Admin(AdminArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Data folder (database, CA, outbox).
+    #[arg(long, env = "CERTDESK_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address and port to listen on.
+    #[arg(long, env = "CERTDESK_LISTEN")]
+    listen: Option<String>,
+    /// URL users and approvers reach the desk at (links in emails, AIA).
+    #[arg(long, env = "CERTDESK_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Email of the first administrator, created on first start.
+    #[arg(long, env = "CERTDESK_ADMIN_EMAIL")]
+    admin_email: Option<String>,
+    /// SMTP server: smtp://host:port, smtp://user:pass@host:587?tls=required, smtps://host:465.
+    #[arg(long, env = "CERTDESK_SMTP_URL", hide_env_values = true)]
+    smtp_url: Option<String>,
+    /// Sender of the desk's emails.
+    #[arg(long, env = "CERTDESK_MAIL_FROM")]
+    mail_from: Option<String>,
+    /// Resends of one email per order per hour.
+    #[arg(long, env = "CERTDESK_RESEND_LIMIT_PER_HOUR")]
+    resend_limit_per_hour: Option<u32>,
+    /// Built-in CA validation: email (approval link) or none (issue at once).
+    #[arg(long, env = "CERTDESK_VALIDATION", value_enum)]
+    validation: Option<ValidationArg>,
+    /// Longest validity the built-in CA issues, in days (at most 397).
+    #[arg(long, env = "CERTDESK_MAX_DAYS")]
+    max_days: Option<u32>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ValidationArg {
+    Email,
+    None,
+}
+
+#[derive(Subcommand)]
+enum OrderCmd {
+    /// Order a certificate for the names in a CSR.
+    Create {
+        #[arg(long)]
+        csr: PathBuf,
+        /// Domain administrator who receives the certificate by email.
+        #[arg(long)]
+        admin_email: String,
+        #[arg(long, default_value = "")]
+        admin_name: String,
+        /// Approver address (see `certdesk approver-emails`).
+        #[arg(long)]
+        approver_email: Option<String>,
+        #[arg(long)]
+        ca: Option<String>,
+        #[arg(long)]
+        days: Option<u32>,
+        /// Language of the emails: en or it.
+        #[arg(long)]
+        language: Option<String>,
+        /// Makes a retried command return the first order instead of a second.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// List orders, newest first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        domain: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Continue after a previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Everything about one order, with its email history.
+    Show { id: String },
+    /// Cancel an order still waiting for approval.
+    Cancel { id: String },
+    /// Ask the CA to send the fulfillment email again.
+    ResendEmail {
+        id: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Ask the CA to send the approval email again.
+    ResendApproval { id: String },
+}
+
+#[derive(Subcommand)]
+enum CsrCmd {
+    /// Show what a CSR asks for, and whether the CA accepts it.
+    Decode { file: PathBuf },
+}
+
+#[derive(Args)]
+struct AdminArgs {
+    #[arg(long, env = "CERTDESK_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: AdminCmd,
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    #[command(subcommand)]
+    Account(AccountCmd),
+    #[command(subcommand)]
+    User(UserCmd),
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand)]
+enum AccountCmd {
+    Create { name: String },
+    List,
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    Create {
+        /// Account id or name.
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_parser = ["admin", "member", "viewer"])]
+        role: String,
+    },
+    /// Set a user's console password (read from standard input when it is not a terminal).
+    SetPassword {
+        #[arg(long)]
+        email: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create an API token; prints the token alone.
+    Create {
+        #[arg(long)]
+        email: String,
+    },
+}
+
+/// A failure the user can act on, printed as `error: …`.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{0}")]
+    Message(String),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<ServiceError> for CliError {
+    fn from(e: ServiceError) -> Self {
+        CliError::Message(e.to_string())
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let CliError::Client(ClientError::Api { body, .. }) = &e {
+                if let Some(field) = body.get("field").and_then(Value::as_str) {
+                    eprintln!("error: {e} (field: {field})");
+                    return ExitCode::FAILURE;
+                }
+            }
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CERTDESK_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lettre=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    let out = Output::new(cli.output);
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging();
+            let file = FileConfig::load(cli.config.as_deref())
+                .map_err(|e| CliError::Message(e.to_string()))?;
+            let settings = ServeSettings::resolve(
+                ServeOverrides {
+                    data_dir: args.data_dir,
+                    listen: args.listen,
+                    public_url: args.public_url,
+                    admin_email: args.admin_email,
+                    smtp_url: args.smtp_url,
+                    mail_from: args.mail_from,
+                    resend_limit_per_hour: args.resend_limit_per_hour,
+                    validation: args.validation.map(|v| match v {
+                        ValidationArg::Email => Validation::Email,
+                        ValidationArg::None => Validation::None,
+                    }),
+                    max_days: args.max_days,
+                },
+                file,
+            )
+            .map_err(|e| CliError::Message(e.to_string()))?;
+            crate::server::serve(settings).await?;
+            Ok(())
+        }
+        Command::Admin(args) => {
+            let file = FileConfig::load(cli.config.as_deref())
+                .map_err(|e| CliError::Message(e.to_string()))?;
+            let data_dir = args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+            admin(&out, &data_dir, args.command).await
+        }
+        command => {
+            let file_path = cli.config.clone().or_else(FileConfig::default_client_path);
+            let file = FileConfig::load(file_path.as_deref())
+                .map_err(|e| CliError::Message(e.to_string()))?;
+            let client = Client::new(cli.url.or(file.url), cli.token.or(file.token))?;
+            client_command(&out, &client, command).await
+        }
+    }
+}
+
+async fn admin(out: &Output, data_dir: &std::path::Path, cmd: AdminCmd) -> Result<(), CliError> {
+    if !data_dir.join(crate::server::DB_FILE).exists() {
+        return Err(CliError::Message(format!(
+            "no desk database in {}: start the desk once with `certdesk serve --data-dir {}`, or pass --data-dir",
+            data_dir.display(),
+            data_dir.display()
+        )));
+    }
+    let store = crate::server::open_store(data_dir).await?;
+    let store = store.as_ref();
+    match cmd {
+        AdminCmd::Account(AccountCmd::Create { name }) => {
+            let a = accounts::create_account(store, &name).await?;
+            out.record(
+                &json!({"id": a.id, "name": a.name}),
+                &[("id", "id"), ("name", "name")],
+            );
+        }
+        AdminCmd::Account(AccountCmd::List) => {
+            use crate::store::AccountStore;
+            let list = store.list_accounts().await.map_err(ServiceError::from)?;
+            let rows: Vec<Value> = list
+                .iter()
+                .map(|a| json!({"id": a.id, "name": a.name}))
+                .collect();
+            out.table(&Value::Array(rows), &[("ID", "id"), ("NAME", "name")]);
+        }
+        AdminCmd::User(UserCmd::Create {
+            account,
+            email,
+            role,
+        }) => {
+            let u = accounts::create_user(store, &account, &email, &role, None).await?;
+            out.record(
+                &json!({"id": u.id, "account_id": u.account_id, "email": u.email, "role": u.role}),
+                &[
+                    ("id", "id"),
+                    ("account", "account_id"),
+                    ("email", "email"),
+                    ("role", "role"),
+                ],
+            );
+        }
+        AdminCmd::User(UserCmd::SetPassword { email }) => {
+            let password = read_secret("New password: ")?;
+            accounts::set_password(store, &email, &password).await?;
+            out.message(&format!("password set for {email}"));
+        }
+        AdminCmd::Token(TokenCmd::Create { email }) => {
+            let token = accounts::create_token(store, &email).await?;
+            // Alone on stdout, for `export CERTDESK_TOKEN=$(certdesk admin token create …)`.
+            if out.json() {
+                println!("{}", json!({"token": token}));
+            } else {
+                println!("{token}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_secret(prompt: &str) -> Result<String, CliError> {
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    if stdin.is_terminal() {
+        eprint!("{prompt}");
+        let _ = std::io::stderr().flush();
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| CliError::Message(e.to_string()))?;
+    } else {
+        stdin
+            .lock()
+            .read_to_string(&mut line)
+            .map_err(|e| CliError::Message(e.to_string()))?;
+    }
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+fn read_file(path: &std::path::Path, what: &str) -> Result<String, CliError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| CliError::Message(format!("{what} {}: {e}", path.display())))
+}
+
+const ORDER_FIELDS: &[(&str, &str)] = &[
+    ("id", "id"),
+    ("status", "status_label"),
+    ("state", "state"),
+    ("ca", "ca"),
+    ("common name", "common_name"),
+    ("names", "names"),
+    ("key type", "key_type"),
+    ("days", "days"),
+    ("admin email", "admin_email"),
+    ("admin name", "admin_name"),
+    ("approver email", "approver_email"),
+    ("failure", "failure_reason"),
+    ("serial", "certificate.serial"),
+    ("not after", "certificate.not_after"),
+    ("fingerprint", "certificate.sha256_fingerprint"),
+    ("created", "created_at"),
+];
+
+const EMAIL_COLUMNS: &[(&str, &str)] = &[
+    ("REQUEST", "id"),
+    ("KIND", "kind"),
+    ("TRIGGER", "trigger"),
+    ("RECIPIENT", "recipient"),
+    ("STATE", "state"),
+    ("ERROR", "error"),
+    ("REQUESTED", "created_at"),
+];
+
+fn order_path(id: &str) -> Result<String, CliError> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(CliError::Message(format!("{id:?} is not an order id")));
+    }
+    Ok(format!("/api/v1/orders/{id}"))
+}
+
+async fn client_command(out: &Output, client: &Client, command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Order(OrderCmd::Create {
+            csr,
+            admin_email,
+            admin_name,
+            approver_email,
+            ca,
+            days,
+            language,
+            idempotency_key,
+        }) => {
+            let body = json!({
+                "csr": read_file(&csr, "CSR file")?,
+                "admin_email": admin_email,
+                "admin_name": admin_name,
+                "approver_email": approver_email,
+                "ca": ca,
+                "days": days,
+                "language": language,
+            });
+            let headers: Vec<(&str, String)> = idempotency_key
+                .map(|k| vec![("Idempotency-Key", k)])
+                .unwrap_or_default();
+            let order = client.post("/api/v1/orders", Some(&body), &headers).await?;
+            out.record(&order, ORDER_FIELDS);
+        }
+        Command::Order(OrderCmd::List {
+            status,
+            domain,
+            limit,
+            cursor,
+        }) => {
+            let mut q = vec![];
+            for (k, v) in [("status", status), ("domain", domain), ("cursor", cursor)] {
+                if let Some(v) = v {
+                    q.push((k, v));
+                }
+            }
+            if let Some(l) = limit {
+                q.push(("limit", l.to_string()));
+            }
+            let page = client.get("/api/v1/orders", &q).await?;
+            if out.json() {
+                out.print_json(&page);
+            } else {
+                out.table(
+                    &page["orders"],
+                    &[
+                        ("ID", "id"),
+                        ("COMMON NAME", "common_name"),
+                        ("STATUS", "status_label"),
+                        ("CA", "ca"),
+                        ("CREATED", "created_at"),
+                        ("EXPIRES", "certificate.not_after"),
+                    ],
+                );
+                if let Some(next) = page["next_cursor"].as_str() {
+                    println!("more: certdesk order list --cursor {next}");
+                }
+            }
+        }
+        Command::Order(OrderCmd::Show { id }) => {
+            let order = client.get(&order_path(&id)?, &[]).await?;
+            if out.json() {
+                out.print_json(&order);
+            } else {
+                out.record(&order, ORDER_FIELDS);
+                println!("\nEmail requests:");
+                out.table(&order["email_requests"], EMAIL_COLUMNS);
+            }
+        }
+        Command::Order(OrderCmd::Cancel { id }) => {
+            let order = client
+                .post(&format!("{}/cancel", order_path(&id)?), None, &[])
+                .await?;
+            out.record(&order, ORDER_FIELDS);
+        }
+        Command::Order(OrderCmd::ResendEmail { id, yes }) => {
+            let path = format!("{}/fulfillment-email", order_path(&id)?);
+            let info = client.get(&path, &[]).await?;
+            let recipient = info["recipient"].as_str().unwrap_or("?").to_string();
+            let ca_name = info["ca_name"].as_str().unwrap_or("the CA").to_string();
+            if !yes
+                && !confirm(&format!(
+                    "Resend the fulfillment email to {recipient}? [y/N] "
+                ))?
+            {
+                return Err(CliError::Message("not sent: not confirmed".into()));
+            }
+            let accepted = client.post(&path, None, &[]).await?;
+            if out.json() {
+                out.print_json(&accepted);
+            } else {
+                println!(
+                    "Fulfillment email requested from {ca_name}; it will be sent to {recipient} (request {})",
+                    accepted["request_id"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        Command::Order(OrderCmd::ResendApproval { id }) => {
+            let accepted = client
+                .post(&format!("{}/approval-email", order_path(&id)?), None, &[])
+                .await?;
+            if out.json() {
+                out.print_json(&accepted);
+            } else {
+                println!(
+                    "Approval email requested from {}; it will be sent to {} (request {})",
+                    accepted["ca_name"].as_str().unwrap_or("the CA"),
+                    accepted["recipient"].as_str().unwrap_or("?"),
+                    accepted["request_id"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        Command::ApproverEmails { domain } => {
+            let res = client
+                .get("/api/v1/approver-emails", &[("domain", domain)])
+                .await?;
+            if out.json() {
+                out.print_json(&res);
+            } else {
+                for a in res["addresses"].as_array().into_iter().flatten() {
+                    println!("{}", a.as_str().unwrap_or_default());
+                }
+            }
+        }
+        Command::Csr(CsrCmd::Decode { file }) => {
+            let body = json!({ "csr": read_file(&file, "CSR file")? });
+            let res = client.post("/api/v1/csr/decode", Some(&body), &[]).await?;
+            if out.json() {
+                out.print_json(&res);
+            } else {
+                out.record(
+                    &res,
+                    &[
+                        ("common name", "common_name"),
+                        ("names", "names"),
+                        ("key type", "key_type"),
+                        ("subject", "subject"),
+                        ("signature", "signature_algorithm"),
+                    ],
+                );
+                for choice in res["approver_emails"].as_array().into_iter().flatten() {
+                    let list: Vec<&str> = choice["addresses"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    println!(
+                        "{:<16} {}: {}",
+                        "approvers",
+                        choice["registrable_domain"].as_str().unwrap_or(""),
+                        list.join(", ")
+                    );
+                }
+            }
+        }
+        Command::Serve(_) | Command::Admin(_) => unreachable!("handled by run"),
+    }
+    Ok(())
+}
+
+/// Asks on the terminal (or reads a line from piped input); only "y" or
+/// "yes" confirms.
+fn confirm(question: &str) -> Result<bool, CliError> {
+    eprint!("{question}");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| CliError::Message(e.to_string()))?;
+    Ok(matches!(
+        line.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}

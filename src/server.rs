@@ -1,0 +1,129 @@
+//! `certdesk serve`: open (or create) the data folder, start the built-in
+//! CA, the worker and the HTTP listener.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::Notify;
+
+use crate::ca::builtin::{BuiltinCa, BuiltinConfig};
+use crate::ca::CaRegistry;
+use crate::config::ServeSettings;
+use crate::crypto::MasterKey;
+use crate::domain::EmailAddress;
+use crate::mail::Mailer;
+use crate::service::{accounts, Desk, DeskSettings};
+use crate::store::{SqliteStore, Store};
+use crate::worker;
+
+pub const DB_FILE: &str = "certdesk.db";
+
+pub async fn open_store(data_dir: &Path) -> anyhow::Result<Arc<SqliteStore>> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data folder {}", data_dir.display()))?;
+    let store = SqliteStore::open(&data_dir.join(DB_FILE))
+        .await
+        .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
+    let data = &settings.data_dir;
+    let store = open_store(data).await?;
+    let master_key = MasterKey::load_or_create(
+        std::env::var("CERTDESK_MASTER_KEY").ok().as_deref(),
+        &data.join("master.key"),
+    )?;
+
+    let mailer = match &settings.smtp_url {
+        Some(url) => Mailer::smtp(url, &settings.mail_from)?,
+        None => Mailer::outbox(&data.join("outbox"), &settings.mail_from)?,
+    };
+    tracing::info!("mail goes to the {}", mailer.describe());
+    if settings.smtp_url.is_none() {
+        tracing::info!("no SMTP server configured (--smtp-url): every message is written as an .eml file instead");
+    }
+    let mailer = Arc::new(mailer);
+    let message_id_domain = mailer.from().email.domain().to_string();
+
+    let builtin = BuiltinCa::open(
+        &data.join("ca"),
+        &master_key,
+        BuiltinConfig {
+            validation: settings.validation,
+            max_days: settings.max_days,
+            allow_ed25519: settings.allow_ed25519,
+            public_url: settings.public_url.clone(),
+            name: settings.ca_name.clone(),
+        },
+        mailer.clone(),
+    )
+    .await?;
+    let mut cas = CaRegistry::default();
+    cas.add(builtin.clone());
+
+    let store_dyn: Arc<dyn Store> = store.clone();
+    let desk = Arc::new(Desk {
+        store: store_dyn,
+        cas,
+        settings: DeskSettings {
+            resend_limit_per_hour: settings.resend_limit_per_hour,
+            default_ca: crate::ca::builtin::ID.to_string(),
+            default_days: settings.default_days,
+            message_id_domain,
+        },
+        wake: Arc::new(Notify::new()),
+    });
+    builtin.set_notifier(Arc::new(worker::QueueNotifier {
+        desk: Arc::downgrade(&desk),
+    }));
+
+    let admin_email = EmailAddress::parse(&settings.admin_email)
+        .map_err(|e| anyhow::anyhow!("--admin-email: {e}"))?;
+    if let Some(first) = accounts::bootstrap(desk.store.as_ref(), &admin_email).await? {
+        // Printed once, to the terminal, never to the log.
+        println!("Created the first administrator. Keep these; they are not shown again.");
+        println!("  email:     {}", first.email);
+        println!("  password:  {}", first.password);
+        println!("  API token: {}", first.token);
+        println!("  (export CERTDESK_TOKEN={} to use the CLI)", first.token);
+    }
+
+    worker::spawn(desk.clone(), 4).await?;
+
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let app = crate::http::app(desk.clone(), Some(&builtin));
+    tracing::info!(
+        "certdesk listening on http://{} (public URL {}); built-in CA at {}",
+        listener.local_addr()?,
+        settings.public_url,
+        data.join("ca").display()
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("certdesk stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

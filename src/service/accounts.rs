@@ -1,0 +1,144 @@
+//! Accounts, users, API tokens and the first administrator.
+
+use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+use argon2::Argon2;
+
+use super::*;
+use crate::crypto::{random_token, sha256};
+use crate::domain::account::{Account, Role, User};
+use crate::store::Store;
+
+/// Tokens carry a prefix so a leaked one is easy to recognise in logs and
+/// by secret scanners.
+pub const TOKEN_PREFIX: &str = "cdk_";
+
+pub fn hash_password(password: &str) -> String {
+    Argon2::default()
+        .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
+        .expect("argon2id hashing with default parameters cannot fail")
+        .to_string()
+}
+
+pub fn new_api_token() -> String {
+    format!("{TOKEN_PREFIX}{}", random_token(32))
+}
+
+/// The user behind a bearer token. Tokens are stored as SHA-256 hashes: they
+/// are 256-bit random values, so a slow hash adds nothing.
+pub async fn authenticate_token(store: &dyn Store, token: &str) -> ServiceResult<Actor> {
+    if !token.starts_with(TOKEN_PREFIX) {
+        return Err(ServiceError::Unauthenticated);
+    }
+    store
+        .find_user_by_token_hash(&sha256(token.as_bytes()))
+        .await?
+        .map(Actor::from)
+        .ok_or(ServiceError::Unauthenticated)
+}
+
+pub struct FirstAdmin {
+    pub email: EmailAddress,
+    pub password: String,
+    pub token: String,
+}
+
+/// Creates the first account and administrator when the desk has no user.
+pub async fn bootstrap(
+    store: &dyn Store,
+    admin_email: &EmailAddress,
+) -> ServiceResult<Option<FirstAdmin>> {
+    if store.count_users().await? > 0 {
+        return Ok(None);
+    }
+    let account = match store.find_account("Default").await? {
+        Some(a) => a,
+        None => store.create_account("Default").await?,
+    };
+    let password = random_token(18);
+    let user = store
+        .create_user(
+            &account.id,
+            admin_email,
+            Role::Admin,
+            Some(&hash_password(&password)),
+        )
+        .await?;
+    let token = new_api_token();
+    store
+        .create_token(&user.id, &sha256(token.as_bytes()))
+        .await?;
+    Ok(Some(FirstAdmin {
+        email: admin_email.clone(),
+        password,
+        token,
+    }))
+}
+
+pub async fn create_account(store: &dyn Store, name: &str) -> ServiceResult<Account> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().any(char::is_control) || name.chars().count() > 100 {
+        return Err(ServiceError::invalid(
+            "name",
+            "invalid_name",
+            "an account name is 1 to 100 characters without line breaks",
+        ));
+    }
+    Ok(store.create_account(name).await?)
+}
+
+pub async fn create_user(
+    store: &dyn Store,
+    account: &str,
+    email: &str,
+    role: &str,
+    password: Option<&str>,
+) -> ServiceResult<User> {
+    let account = store
+        .find_account(account)
+        .await?
+        .ok_or(ServiceError::NotFound("account"))?;
+    let email = EmailAddress::parse(email)
+        .map_err(|e| ServiceError::invalid("email", "invalid_email", e.to_string()))?;
+    let role = Role::parse(role).ok_or_else(|| {
+        ServiceError::invalid(
+            "role",
+            "unknown_role",
+            "the role is one of admin, member, viewer",
+        )
+    })?;
+    let hash = password.map(hash_password);
+    Ok(store
+        .create_user(&account.id, &email, role, hash.as_deref())
+        .await?)
+}
+
+/// A new API token for the user; only its hash is kept.
+pub async fn create_token(store: &dyn Store, email: &str) -> ServiceResult<String> {
+    let (user, _) = store
+        .find_user_by_email(email.trim())
+        .await?
+        .ok_or(ServiceError::NotFound("user"))?;
+    let token = new_api_token();
+    store
+        .create_token(&user.id, &sha256(token.as_bytes()))
+        .await?;
+    Ok(token)
+}
+
+pub async fn set_password(store: &dyn Store, email: &str, password: &str) -> ServiceResult<()> {
+    if password.chars().count() < 12 {
+        return Err(ServiceError::invalid(
+            "password",
+            "too_short",
+            "a password has at least 12 characters",
+        ));
+    }
+    let (user, _) = store
+        .find_user_by_email(email.trim())
+        .await?
+        .ok_or(ServiceError::NotFound("user"))?;
+    store
+        .set_password_hash(&user.id, &hash_password(password))
+        .await?;
+    Ok(())
+}

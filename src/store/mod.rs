@@ -1,0 +1,295 @@
+//! Persistence behind traits, one per aggregate, so a second backend slots in
+//! without touching the service layer (DESIGN rule 5).
+//!
+//! Every change that needs follow-up work writes its job and its audit event
+//! in the same transaction (transactional outbox, DESIGN rule 2).
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::domain::account::{Account, Role, User};
+use crate::domain::order::{EmailRequest, EmailRequestState, IssuedMetadata, Order, OrderState};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique value (account name, user email) is already taken.
+    #[error("{0} already exists")]
+    Duplicate(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A row holds a value this version does not understand.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What the worker does with a job; the payload holds ids only, never a
+/// certificate or a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Forward a new order to its CA.
+    SubmitOrder,
+    /// Ask the CA where an order stands (after the CA said it changed).
+    SyncOrder,
+    /// Have the CA send an approval or fulfillment email.
+    SendEmail,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::SubmitOrder => "submit_order",
+            JobKind::SyncOrder => "sync_order",
+            JobKind::SendEmail => "send_email",
+        }
+    }
+    pub fn parse(s: &str) -> Option<JobKind> {
+        match s {
+            "submit_order" => Some(JobKind::SubmitOrder),
+            "sync_order" => Some(JobKind::SyncOrder),
+            "send_email" => Some(JobKind::SendEmail),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Stable key: enqueuing the same work twice keeps one job.
+    pub key: String,
+    pub kind: JobKind,
+    /// The order or email request the job is about.
+    pub target: String,
+}
+
+impl NewJob {
+    pub fn submit_order(order_id: &str) -> NewJob {
+        NewJob {
+            key: format!("submit:{order_id}"),
+            kind: JobKind::SubmitOrder,
+            target: order_id.to_string(),
+        }
+    }
+    /// Each notice gets its own job: a notice that arrives while an earlier
+    /// look is running must not be folded into it.
+    pub fn sync_order(order_id: &str) -> NewJob {
+        NewJob {
+            key: format!("sync:{order_id}:{}", uuid::Uuid::new_v4()),
+            kind: JobKind::SyncOrder,
+            target: order_id.to_string(),
+        }
+    }
+    pub fn send_email(request_id: &str) -> NewJob {
+        NewJob {
+            key: format!("email:{request_id}"),
+            kind: JobKind::SendEmail,
+            target: request_id.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: i64,
+    pub kind: JobKind,
+    pub target: String,
+    /// Including the current one.
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub account_id: Option<String>,
+    /// A user id, or "system" / "ca:<id>".
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    pub detail: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OrderFilter {
+    pub state: Option<OrderState>,
+    /// A name on the order, or the registrable domain of one.
+    pub domain: Option<String>,
+}
+
+/// Position after the last order of a page (keyset paging, newest first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub created_at_ms: i64,
+    pub id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub scope: &'static str,
+    pub key: String,
+}
+
+/// A change of an order's state, applied only if the order is still in one
+/// of `from` (so two racing writers cannot both move it).
+#[derive(Debug, Clone)]
+pub struct OrderUpdate {
+    pub order_id: String,
+    pub from: Vec<OrderState>,
+    pub to: OrderState,
+    pub ca_reference: Option<String>,
+    pub failure_reason: Option<String>,
+    pub certificate: Option<IssuedMetadata>,
+    pub new_email: Option<EmailRequest>,
+    pub jobs: Vec<NewJob>,
+    pub audit: AuditEvent,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    pub max: u32,
+    pub window_ms: i64,
+}
+
+#[derive(Debug)]
+pub enum InsertOutcome<T> {
+    Created(T),
+    /// The idempotency key was used before: here is the first answer.
+    Existing(T),
+}
+
+#[derive(Debug)]
+pub enum EmailRequestOutcome {
+    Created(EmailRequest),
+    Existing(EmailRequest),
+    /// The order is not in the state the request needs.
+    WrongState(OrderState),
+    RateLimited {
+        retry_after_ms: i64,
+    },
+}
+
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    async fn create_account(&self, name: &str) -> StoreResult<Account>;
+    async fn list_accounts(&self) -> StoreResult<Vec<Account>>;
+    async fn find_account(&self, id_or_name: &str) -> StoreResult<Option<Account>>;
+    async fn create_user(
+        &self,
+        account_id: &str,
+        email: &crate::domain::EmailAddress,
+        role: Role,
+        password_hash: Option<&str>,
+    ) -> StoreResult<User>;
+    async fn count_users(&self) -> StoreResult<i64>;
+    async fn find_user(&self, user_id: &str) -> StoreResult<Option<User>>;
+    async fn find_user_by_email(&self, email: &str) -> StoreResult<Option<(User, Option<String>)>>;
+    async fn set_password_hash(&self, user_id: &str, hash: &str) -> StoreResult<()>;
+    async fn create_token(&self, user_id: &str, token_hash: &[u8]) -> StoreResult<()>;
+    async fn find_user_by_token_hash(&self, token_hash: &[u8]) -> StoreResult<Option<User>>;
+}
+
+#[async_trait]
+pub trait OrderStore: Send + Sync {
+    /// The order, its names, its first job and its audit event, in one commit.
+    async fn insert_order(
+        &self,
+        order: &Order,
+        registrable_domains: &[Option<String>],
+        job: &NewJob,
+        audit: &AuditEvent,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> StoreResult<InsertOutcome<String>>;
+    /// Scoped by account: another account's order is `None`.
+    async fn get_order(&self, account_id: &str, order_id: &str) -> StoreResult<Option<Order>>;
+    /// For the worker, which acts for the system rather than for a user.
+    async fn get_order_for_system(&self, order_id: &str) -> StoreResult<Option<Order>>;
+    async fn list_orders(
+        &self,
+        account_id: &str,
+        filter: &OrderFilter,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> StoreResult<Vec<Order>>;
+    /// Orders still waiting on their CA, for the start-up sweep.
+    async fn pending_order_ids(&self) -> StoreResult<Vec<String>>;
+    /// Returns false (and changes nothing) when the order left `from`.
+    async fn update_order(&self, update: &OrderUpdate) -> StoreResult<bool>;
+}
+
+#[async_trait]
+pub trait EmailRequestStore: Send + Sync {
+    /// Records a request with its job and audit event, after checking in the
+    /// same transaction that the order is in `required_state`, the
+    /// idempotency key and the rate limit (resends only).
+    async fn create_email_request(
+        &self,
+        request: &EmailRequest,
+        required_state: OrderState,
+        audit: &AuditEvent,
+        idempotency: Option<&IdempotencyKey>,
+        rate_limit: Option<RateLimit>,
+    ) -> StoreResult<EmailRequestOutcome>;
+    async fn get_email_request(&self, request_id: &str) -> StoreResult<Option<EmailRequest>>;
+    async fn list_email_requests(&self, order_id: &str) -> StoreResult<Vec<EmailRequest>>;
+    async fn set_email_request_state(
+        &self,
+        request_id: &str,
+        state: EmailRequestState,
+        error: Option<&str>,
+    ) -> StoreResult<()>;
+    /// Final state and the job's removal in one commit.
+    async fn finish_email_request(
+        &self,
+        request_id: &str,
+        state: EmailRequestState,
+        error: Option<&str>,
+        job_id: i64,
+        audit: &AuditEvent,
+    ) -> StoreResult<()>;
+}
+
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    async fn enqueue(&self, job: &NewJob) -> StoreResult<()>;
+    /// Takes the next due job and leases it for `lease_ms`.
+    async fn claim(&self, lease_ms: i64) -> StoreResult<Option<Job>>;
+    async fn complete(&self, job_id: i64) -> StoreResult<()>;
+    async fn retry(&self, job_id: i64, run_at: OffsetDateTime, error: &str) -> StoreResult<()>;
+    /// Milliseconds until the next job is due, if any is queued.
+    async fn next_due_in_ms(&self) -> StoreResult<Option<i64>>;
+    /// Frees leases held by a process that is gone (single-instance backends).
+    async fn release_all_leases(&self) -> StoreResult<u64>;
+}
+
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    async fn recent_audit_events(
+        &self,
+        account_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, String, String)>>;
+}
+
+/// Everything the desk persists.
+pub trait Store: AccountStore + OrderStore + EmailRequestStore + JobQueue + AuditLog {}
+impl<T: AccountStore + OrderStore + EmailRequestStore + JobQueue + AuditLog> Store for T {}
+
+pub fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub fn to_ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub fn from_ms(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}

@@ -1,0 +1,809 @@
+//! The embedded default: one SQLite file in WAL mode.
+//!
+//! All writes go through a pool of one connection (SQLite has one writer at a
+//! time; queuing in the pool beats spinning on SQLITE_BUSY), reads through a
+//! small pool of their own.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use time::OffsetDateTime;
+
+use super::*;
+use crate::domain::account::{Account, Role, User};
+use crate::domain::order::{
+    EmailKind, EmailRequest, EmailRequestState, EmailTrigger, IssuedMetadata, Order, OrderState,
+};
+use crate::domain::EmailAddress;
+
+pub struct SqliteStore {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+pub(crate) fn connect_options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true)
+}
+
+impl SqliteStore {
+    pub async fn open(path: &Path) -> StoreResult<SqliteStore> {
+        let opts = connect_options(path);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(SqliteStore { write, read })
+    }
+
+    /// In-memory-free helper for tests and tools that want a throwaway store.
+    pub async fn open_url(url: &str) -> StoreResult<SqliteStore> {
+        let opts = SqliteConnectOptions::from_str(url)?;
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&write).await?;
+        Ok(SqliteStore {
+            read: write.clone(),
+            write,
+        })
+    }
+
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+}
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {value:?}"))
+}
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn email(value: String) -> StoreResult<EmailAddress> {
+    EmailAddress::parse(&value).map_err(|_| corrupt("email", &value))
+}
+
+fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
+    let role: String = row.try_get("role")?;
+    Ok(User {
+        id: row.try_get("id")?,
+        account_id: row.try_get("account_id")?,
+        email: email(row.try_get("email")?)?,
+        role: Role::parse(&role).ok_or_else(|| corrupt("role", &role))?,
+    })
+}
+
+fn order_from_row(row: &SqliteRow) -> StoreResult<Order> {
+    let state: String = row.try_get("state")?;
+    let names: String = row.try_get("names")?;
+    let approver: Option<String> = row.try_get("approver_email")?;
+    let serial: Option<String> = row.try_get("cert_serial")?;
+    let certificate = match serial {
+        Some(serial) => Some(IssuedMetadata {
+            serial,
+            not_before: from_ms(row.try_get("cert_not_before")?),
+            not_after: from_ms(row.try_get("cert_not_after")?),
+            sha256_fingerprint: row.try_get("cert_fingerprint")?,
+            issuer: row.try_get("cert_issuer")?,
+        }),
+        None => None,
+    };
+    Ok(Order {
+        id: row.try_get("id")?,
+        account_id: row.try_get("account_id")?,
+        state: OrderState::parse(&state).ok_or_else(|| corrupt("order state", &state))?,
+        ca: row.try_get("ca")?,
+        ca_reference: row.try_get("ca_reference")?,
+        common_name: row.try_get("common_name")?,
+        names: serde_json::from_str(&names).map_err(|_| corrupt("names", &names))?,
+        key_type: row.try_get("key_type")?,
+        days: row.try_get::<i64, _>("days")? as u32,
+        admin_email: email(row.try_get("admin_email")?)?,
+        admin_name: row.try_get("admin_name")?,
+        approver_email: approver.map(email).transpose()?,
+        language: row.try_get("language")?,
+        failure_reason: row.try_get("failure_reason")?,
+        certificate,
+        created_by: row.try_get("created_by")?,
+        created_at: from_ms(row.try_get("created_at")?),
+        updated_at: from_ms(row.try_get("updated_at")?),
+        csr_pem: row.try_get("csr_pem")?,
+    })
+}
+
+fn email_request_from_row(row: &SqliteRow) -> StoreResult<EmailRequest> {
+    let kind: String = row.try_get("kind")?;
+    let trigger: String = row.try_get("trigger")?;
+    let state: String = row.try_get("state")?;
+    Ok(EmailRequest {
+        id: row.try_get("id")?,
+        order_id: row.try_get("order_id")?,
+        kind: EmailKind::parse(&kind).ok_or_else(|| corrupt("email kind", &kind))?,
+        trigger: EmailTrigger::parse(&trigger).ok_or_else(|| corrupt("trigger", &trigger))?,
+        recipient: email(row.try_get("recipient")?)?,
+        state: EmailRequestState::parse(&state).ok_or_else(|| corrupt("email state", &state))?,
+        error: row.try_get("error")?,
+        requested_by: row.try_get("requested_by")?,
+        message_id: row.try_get("message_id")?,
+        created_at: from_ms(row.try_get("created_at")?),
+        updated_at: from_ms(row.try_get("updated_at")?),
+    })
+}
+
+async fn insert_job(tx: &mut Transaction<'_, Sqlite>, job: &NewJob, now: i64) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO jobs (key, kind, payload, run_at, created_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT(key) DO NOTHING",
+    )
+    .bind(&job.key)
+    .bind(job.kind.as_str())
+    .bind(&job.target)
+    .bind(now)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_audit(
+    tx: &mut Transaction<'_, Sqlite>,
+    event: &AuditEvent,
+    now: i64,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO audit_events (account_id, actor, action, subject, detail, created_at)
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&event.account_id)
+    .bind(&event.actor)
+    .bind(&event.action)
+    .bind(&event.subject)
+    .bind(event.detail.to_string())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_email_request(
+    tx: &mut Transaction<'_, Sqlite>,
+    account_id: &str,
+    r: &EmailRequest,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO email_requests (id, account_id, order_id, kind, trigger, recipient, state,
+            error, requested_by, message_id, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&r.id)
+    .bind(account_id)
+    .bind(&r.order_id)
+    .bind(r.kind.as_str())
+    .bind(r.trigger.as_str())
+    .bind(r.recipient.as_str())
+    .bind(r.state.as_str())
+    .bind(&r.error)
+    .bind(&r.requested_by)
+    .bind(&r.message_id)
+    .bind(to_ms(r.created_at))
+    .bind(to_ms(r.updated_at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Claims an idempotency key inside `tx`; returns the resource it already
+/// names when it was used before.
+async fn claim_idempotency_key(
+    tx: &mut Transaction<'_, Sqlite>,
+    account_id: &str,
+    key: &IdempotencyKey,
+    resource_id: &str,
+    now: i64,
+) -> StoreResult<Option<String>> {
+    let existing: Option<String> = sqlx::query_scalar(
+        "SELECT resource_id FROM idempotency_keys WHERE account_id = ? AND scope = ? AND key = ?",
+    )
+    .bind(account_id)
+    .bind(key.scope)
+    .bind(&key.key)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if existing.is_some() {
+        return Ok(existing);
+    }
+    sqlx::query(
+        "INSERT INTO idempotency_keys (account_id, scope, key, resource_id, created_at)
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(account_id)
+    .bind(key.scope)
+    .bind(&key.key)
+    .bind(resource_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(None)
+}
+
+#[async_trait]
+impl AccountStore for SqliteStore {
+    async fn create_account(&self, name: &str) -> StoreResult<Account> {
+        let account = Account {
+            id: new_id(),
+            name: name.to_string(),
+        };
+        sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(&account.id)
+            .bind(&account.name)
+            .bind(now_ms())
+            .execute(&self.write)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Duplicate(format!("an account named {name:?}"))
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(account)
+    }
+
+    async fn list_accounts(&self) -> StoreResult<Vec<Account>> {
+        let rows = sqlx::query("SELECT id, name FROM accounts ORDER BY created_at")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Account {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn find_account(&self, id_or_name: &str) -> StoreResult<Option<Account>> {
+        let row = sqlx::query("SELECT id, name FROM accounts WHERE id = ? OR name = ?")
+            .bind(id_or_name)
+            .bind(id_or_name)
+            .fetch_optional(&self.write)
+            .await?;
+        row.map(|r| {
+            Ok(Account {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn create_user(
+        &self,
+        account_id: &str,
+        email: &EmailAddress,
+        role: Role,
+        password_hash: Option<&str>,
+    ) -> StoreResult<User> {
+        let user = User {
+            id: new_id(),
+            account_id: account_id.to_string(),
+            email: email.clone(),
+            role,
+        };
+        sqlx::query(
+            "INSERT INTO users (id, account_id, email, role, password_hash, created_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&user.id)
+        .bind(account_id)
+        .bind(email.as_str())
+        .bind(role.as_str())
+        .bind(password_hash)
+        .bind(now_ms())
+        .execute(&self.write)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Duplicate(format!("a user with email {email}"))
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(user)
+    }
+
+    async fn count_users(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.write)
+            .await?)
+    }
+
+    async fn find_user(&self, user_id: &str) -> StoreResult<Option<User>> {
+        let row = sqlx::query("SELECT id, account_id, email, role FROM users WHERE id = ?")
+            .bind(user_id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| user_from_row(&r)).transpose()
+    }
+
+    async fn find_user_by_email(&self, email: &str) -> StoreResult<Option<(User, Option<String>)>> {
+        let row = sqlx::query(
+            "SELECT id, account_id, email, role, password_hash FROM users WHERE email = ?",
+        )
+        .bind(email)
+        .fetch_optional(&self.write)
+        .await?;
+        row.map(|r| Ok((user_from_row(&r)?, r.try_get("password_hash")?)))
+            .transpose()
+    }
+
+    async fn set_password_hash(&self, user_id: &str, hash: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
+            .bind(hash)
+            .bind(user_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn create_token(&self, user_id: &str, token_hash: &[u8]) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, user_id, token_hash, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(new_id())
+        .bind(user_id)
+        .bind(token_hash)
+        .bind(now_ms())
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_user_by_token_hash(&self, token_hash: &[u8]) -> StoreResult<Option<User>> {
+        let row = sqlx::query(
+            "SELECT u.id, u.account_id, u.email, u.role FROM api_tokens t
+             JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| user_from_row(&r)).transpose()
+    }
+}
+
+const ORDER_COLUMNS: &str = "o.id, o.account_id, o.created_by, o.state, o.ca, o.ca_reference,
+    o.common_name, o.names, o.key_type, o.days, o.csr_pem, o.admin_email, o.admin_name,
+    o.approver_email, o.language, o.failure_reason, o.cert_serial, o.cert_not_before,
+    o.cert_not_after, o.cert_fingerprint, o.cert_issuer, o.created_at, o.updated_at";
+
+#[async_trait]
+impl OrderStore for SqliteStore {
+    async fn insert_order(
+        &self,
+        order: &Order,
+        registrable_domains: &[Option<String>],
+        job: &NewJob,
+        audit: &AuditEvent,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> StoreResult<InsertOutcome<String>> {
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        if let Some(key) = idempotency {
+            if let Some(existing) =
+                claim_idempotency_key(&mut tx, &order.account_id, key, &order.id, now).await?
+            {
+                return Ok(InsertOutcome::Existing(existing));
+            }
+        }
+        sqlx::query(
+            "INSERT INTO orders (id, account_id, created_by, state, ca, ca_reference, common_name,
+                names, key_type, days, csr_pem, admin_email, admin_name, approver_email, language,
+                created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&order.id)
+        .bind(&order.account_id)
+        .bind(&order.created_by)
+        .bind(order.state.as_str())
+        .bind(&order.ca)
+        .bind(&order.ca_reference)
+        .bind(&order.common_name)
+        .bind(serde_json::to_string(&order.names).expect("names serialize"))
+        .bind(&order.key_type)
+        .bind(order.days as i64)
+        .bind(&order.csr_pem)
+        .bind(order.admin_email.as_str())
+        .bind(&order.admin_name)
+        .bind(order.approver_email.as_ref().map(|e| e.as_str()))
+        .bind(&order.language)
+        .bind(to_ms(order.created_at))
+        .bind(to_ms(order.updated_at))
+        .execute(&mut *tx)
+        .await?;
+        for (name, registrable) in order.names.iter().zip(registrable_domains) {
+            sqlx::query(
+                "INSERT OR IGNORE INTO order_names (account_id, order_id, name, registrable)
+                 VALUES (?, ?, ?, ?)",
+            )
+            .bind(&order.account_id)
+            .bind(&order.id)
+            .bind(name)
+            .bind(registrable)
+            .execute(&mut *tx)
+            .await?;
+        }
+        insert_job(&mut tx, job, now).await?;
+        insert_audit(&mut tx, audit, now).await?;
+        tx.commit().await?;
+        Ok(InsertOutcome::Created(order.id.clone()))
+    }
+
+    async fn get_order(&self, account_id: &str, order_id: &str) -> StoreResult<Option<Order>> {
+        let sql =
+            format!("SELECT {ORDER_COLUMNS} FROM orders o WHERE o.id = ? AND o.account_id = ?");
+        let row = sqlx::query(&sql)
+            .bind(order_id)
+            .bind(account_id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| order_from_row(&r)).transpose()
+    }
+
+    async fn get_order_for_system(&self, order_id: &str) -> StoreResult<Option<Order>> {
+        let sql = format!("SELECT {ORDER_COLUMNS} FROM orders o WHERE o.id = ?");
+        let row = sqlx::query(&sql)
+            .bind(order_id)
+            .fetch_optional(&self.write)
+            .await?;
+        row.map(|r| order_from_row(&r)).transpose()
+    }
+
+    async fn list_orders(
+        &self,
+        account_id: &str,
+        filter: &OrderFilter,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> StoreResult<Vec<Order>> {
+        // Keyset paging on (created_at, id): every page is an index range
+        // scan, however deep.
+        let mut sql = format!("SELECT {ORDER_COLUMNS} FROM orders o WHERE o.account_id = ?");
+        if filter.state.is_some() {
+            sql.push_str(" AND o.state = ?");
+        }
+        if filter.domain.is_some() {
+            sql.push_str(
+                " AND o.id IN (SELECT order_id FROM order_names
+                   WHERE account_id = ? AND name = ?
+                   UNION SELECT order_id FROM order_names WHERE account_id = ? AND registrable = ?)",
+            );
+        }
+        if after.is_some() {
+            sql.push_str(" AND (o.created_at < ? OR (o.created_at = ? AND o.id < ?))");
+        }
+        sql.push_str(" ORDER BY o.created_at DESC, o.id DESC LIMIT ?");
+        let mut q = sqlx::query(&sql).bind(account_id);
+        if let Some(state) = filter.state {
+            q = q.bind(state.as_str());
+        }
+        if let Some(domain) = &filter.domain {
+            q = q
+                .bind(account_id)
+                .bind(domain)
+                .bind(account_id)
+                .bind(domain);
+        }
+        if let Some(c) = after {
+            q = q.bind(c.created_at_ms).bind(c.created_at_ms).bind(&c.id);
+        }
+        let rows = q.bind(limit as i64).fetch_all(&self.read).await?;
+        rows.iter().map(order_from_row).collect()
+    }
+
+    async fn pending_order_ids(&self) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM orders WHERE state IN ('submitted', 'pending_approval')",
+        )
+        .fetch_all(&self.write)
+        .await?)
+    }
+
+    async fn update_order(&self, u: &OrderUpdate) -> StoreResult<bool> {
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        let row = sqlx::query("SELECT account_id, state FROM orders WHERE id = ?")
+            .bind(&u.order_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else { return Ok(false) };
+        let account_id: String = row.try_get("account_id")?;
+        let state: String = row.try_get("state")?;
+        let current = OrderState::parse(&state).ok_or_else(|| corrupt("order state", &state))?;
+        if !u.from.contains(&current) || !current.can_become(u.to) && current != u.to {
+            return Ok(false);
+        }
+        let cert = u.certificate.as_ref();
+        sqlx::query(
+            "UPDATE orders SET state = ?, ca_reference = COALESCE(?, ca_reference),
+                failure_reason = COALESCE(?, failure_reason),
+                cert_serial = COALESCE(?, cert_serial), cert_not_before = COALESCE(?, cert_not_before),
+                cert_not_after = COALESCE(?, cert_not_after),
+                cert_fingerprint = COALESCE(?, cert_fingerprint), cert_issuer = COALESCE(?, cert_issuer),
+                updated_at = ?
+             WHERE id = ?",
+        )
+        .bind(u.to.as_str())
+        .bind(&u.ca_reference)
+        .bind(&u.failure_reason)
+        .bind(cert.map(|c| c.serial.clone()))
+        .bind(cert.map(|c| to_ms(c.not_before)))
+        .bind(cert.map(|c| to_ms(c.not_after)))
+        .bind(cert.map(|c| c.sha256_fingerprint.clone()))
+        .bind(cert.map(|c| c.issuer.clone()))
+        .bind(now)
+        .bind(&u.order_id)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(r) = &u.new_email {
+            insert_email_request(&mut tx, &account_id, r).await?;
+        }
+        for job in &u.jobs {
+            insert_job(&mut tx, job, now).await?;
+        }
+        insert_audit(&mut tx, &u.audit, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+const EMAIL_COLUMNS: &str = "id, order_id, kind, trigger, recipient, state, error, requested_by,
+    message_id, created_at, updated_at";
+
+#[async_trait]
+impl EmailRequestStore for SqliteStore {
+    async fn create_email_request(
+        &self,
+        request: &EmailRequest,
+        required_state: OrderState,
+        audit: &AuditEvent,
+        idempotency: Option<&IdempotencyKey>,
+        rate_limit: Option<RateLimit>,
+    ) -> StoreResult<EmailRequestOutcome> {
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        let row = sqlx::query("SELECT account_id, state FROM orders WHERE id = ?")
+            .bind(&request.order_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let account_id: String = row.try_get("account_id")?;
+        if let Some(key) = idempotency {
+            if let Some(existing) =
+                claim_idempotency_key(&mut tx, &account_id, key, &request.id, now).await?
+            {
+                let sql = format!("SELECT {EMAIL_COLUMNS} FROM email_requests WHERE id = ?");
+                let row = sqlx::query(&sql)
+                    .bind(&existing)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                return Ok(EmailRequestOutcome::Existing(email_request_from_row(&row)?));
+            }
+        }
+        let state: String = row.try_get("state")?;
+        let current = OrderState::parse(&state).ok_or_else(|| corrupt("order state", &state))?;
+        if current != required_state {
+            return Ok(EmailRequestOutcome::WrongState(current));
+        }
+        if let Some(limit) = rate_limit {
+            let since = now - limit.window_ms;
+            let times: Vec<i64> = sqlx::query_scalar(
+                "SELECT created_at FROM email_requests
+                 WHERE order_id = ? AND kind = ? AND trigger = 'resend' AND created_at > ?
+                 ORDER BY created_at",
+            )
+            .bind(&request.order_id)
+            .bind(request.kind.as_str())
+            .bind(since)
+            .fetch_all(&mut *tx)
+            .await?;
+            if times.len() as u32 >= limit.max {
+                // The window frees a slot when its oldest request ages out.
+                let oldest = times[times.len() - limit.max as usize];
+                return Ok(EmailRequestOutcome::RateLimited {
+                    retry_after_ms: (oldest + limit.window_ms - now).max(1),
+                });
+            }
+        }
+        insert_email_request(&mut tx, &account_id, request).await?;
+        insert_job(&mut tx, &NewJob::send_email(&request.id), now).await?;
+        insert_audit(&mut tx, audit, now).await?;
+        tx.commit().await?;
+        Ok(EmailRequestOutcome::Created(request.clone()))
+    }
+
+    async fn get_email_request(&self, request_id: &str) -> StoreResult<Option<EmailRequest>> {
+        let sql = format!("SELECT {EMAIL_COLUMNS} FROM email_requests WHERE id = ?");
+        let row = sqlx::query(&sql)
+            .bind(request_id)
+            .fetch_optional(&self.write)
+            .await?;
+        row.map(|r| email_request_from_row(&r)).transpose()
+    }
+
+    async fn list_email_requests(&self, order_id: &str) -> StoreResult<Vec<EmailRequest>> {
+        let sql = format!(
+            "SELECT {EMAIL_COLUMNS} FROM email_requests WHERE order_id = ? ORDER BY created_at, id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(order_id)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(email_request_from_row).collect()
+    }
+
+    async fn set_email_request_state(
+        &self,
+        request_id: &str,
+        state: EmailRequestState,
+        error: Option<&str>,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE email_requests SET state = ?, error = ?, updated_at = ? WHERE id = ?")
+            .bind(state.as_str())
+            .bind(error)
+            .bind(now_ms())
+            .bind(request_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn finish_email_request(
+        &self,
+        request_id: &str,
+        state: EmailRequestState,
+        error: Option<&str>,
+        job_id: i64,
+        audit: &AuditEvent,
+    ) -> StoreResult<()> {
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        sqlx::query("UPDATE email_requests SET state = ?, error = ?, updated_at = ? WHERE id = ?")
+            .bind(state.as_str())
+            .bind(error)
+            .bind(now)
+            .bind(request_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM jobs WHERE id = ?")
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
+        insert_audit(&mut tx, audit, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JobQueue for SqliteStore {
+    async fn enqueue(&self, job: &NewJob) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        insert_job(&mut tx, job, now_ms()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim(&self, lease_ms: i64) -> StoreResult<Option<Job>> {
+        let now = now_ms();
+        let row = sqlx::query(
+            "UPDATE jobs SET locked_until = ?, attempts = attempts + 1
+             WHERE id = (SELECT id FROM jobs
+                         WHERE run_at <= ? AND (locked_until IS NULL OR locked_until < ?)
+                         ORDER BY run_at, id LIMIT 1)
+             RETURNING id, kind, payload, attempts",
+        )
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(now)
+        .fetch_optional(&self.write)
+        .await?;
+        row.map(|r| {
+            let kind: String = r.try_get("kind")?;
+            Ok(Job {
+                id: r.try_get("id")?,
+                kind: JobKind::parse(&kind).ok_or_else(|| corrupt("job kind", &kind))?,
+                target: r.try_get("payload")?,
+                attempts: r.try_get::<i64, _>("attempts")? as u32,
+            })
+        })
+        .transpose()
+    }
+
+    async fn complete(&self, job_id: i64) -> StoreResult<()> {
+        sqlx::query("DELETE FROM jobs WHERE id = ?")
+            .bind(job_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn retry(&self, job_id: i64, run_at: OffsetDateTime, error: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE jobs SET run_at = ?, locked_until = NULL, last_error = ? WHERE id = ?")
+            .bind(to_ms(run_at))
+            .bind(error)
+            .bind(job_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn next_due_in_ms(&self) -> StoreResult<Option<i64>> {
+        let next: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(MAX(run_at, COALESCE(locked_until, 0))) FROM jobs")
+                .fetch_one(&self.write)
+                .await?;
+        Ok(next.map(|t| (t - now_ms()).max(0)))
+    }
+
+    async fn release_all_leases(&self) -> StoreResult<u64> {
+        Ok(
+            sqlx::query("UPDATE jobs SET locked_until = NULL WHERE locked_until IS NOT NULL")
+                .execute(&self.write)
+                .await?
+                .rows_affected(),
+        )
+    }
+}
+
+#[async_trait]
+impl AuditLog for SqliteStore {
+    async fn recent_audit_events(
+        &self,
+        account_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT actor, action, subject FROM audit_events WHERE account_id = ?
+             ORDER BY id DESC LIMIT ?",
+        )
+        .bind(account_id)
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("actor")?,
+                    r.try_get("action")?,
+                    r.try_get("subject")?,
+                ))
+            })
+            .collect()
+    }
+}

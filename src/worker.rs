@@ -1,0 +1,394 @@
+//! Takes jobs from the queue and carries them out: forward orders to their
+//! CA, follow up on what the CA says, have the CA send emails. Failures that
+//! may pass (an unreachable CA or mail server, SMTP 4xx) are retried with
+//! exponential backoff; the rest fail the order or the email request with
+//! the reason, for the user to see.
+//!
+//! A job is deleted only after its effect is recorded. If the process dies
+//! between the mail server accepting a message and the desk recording it
+//! (one database round trip), the job runs again and the message goes out a
+//! second time with the same Message-ID, so the duplicate is recognisable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rand::Rng;
+use time::OffsetDateTime;
+
+use crate::ca::{CaError, CaNotifier, CaOrderRequest, CaOrderStatus, EmailDelivery};
+use crate::domain::order::{EmailKind, EmailRequestState, EmailTrigger, Order, OrderState};
+use crate::domain::DnsName;
+use crate::service::Desk;
+use crate::store::{AuditEvent, Job, JobKind, NewJob, OrderUpdate, StoreError};
+
+/// A job is leased for this long; a worker that dies frees it when it ends.
+const LEASE_MS: i64 = 5 * 60 * 1000;
+/// After this many attempts a transient failure becomes final.
+pub const MAX_ATTEMPTS: u32 = 20;
+const MAX_BACKOFF_SECS: f64 = 300.0;
+
+enum Outcome {
+    Done,
+    /// Try again later, with this reason recorded.
+    Retry(String),
+}
+
+/// Starts `tasks` workers. Each sleeps until woken or until the next job is due.
+pub async fn spawn(desk: Arc<Desk>, tasks: usize) -> Result<(), StoreError> {
+    // SQLite means one desk process: leases left by a previous run are stale.
+    let freed = desk.store.release_all_leases().await?;
+    if freed > 0 {
+        tracing::info!(
+            jobs = freed,
+            "resuming jobs left running by the previous run"
+        );
+    }
+    // The CA may have decided orders while the desk was down.
+    for id in desk.store.pending_order_ids().await? {
+        desk.store.enqueue(&NewJob::sync_order(&id)).await?;
+    }
+    for _ in 0..tasks {
+        let desk = desk.clone();
+        tokio::spawn(async move { run(desk).await });
+    }
+    Ok(())
+}
+
+async fn run(desk: Arc<Desk>) {
+    loop {
+        match desk.store.claim(LEASE_MS).await {
+            Ok(Some(job)) => {
+                let (id, attempts) = (job.id, job.attempts);
+                let outcome = execute(&desk, &job).await;
+                let recorded = match outcome {
+                    Ok(Outcome::Done) => desk.store.complete(id).await,
+                    Ok(Outcome::Retry(reason)) => {
+                        let at = OffsetDateTime::now_utc() + backoff(attempts);
+                        tracing::warn!(job = id, attempts, reason = %reason, "job will be retried");
+                        desk.store.retry(id, at, &reason).await
+                    }
+                    Err(e) => {
+                        let at = OffsetDateTime::now_utc() + backoff(attempts);
+                        tracing::error!(job = id, error = %e, "job failed on the desk's database; retrying");
+                        desk.store.retry(id, at, &e.to_string()).await
+                    }
+                };
+                if let Err(e) = recorded {
+                    tracing::error!(job = id, error = %e, "could not record a job's outcome");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            Ok(None) => {
+                let wait = match desk.store.next_due_in_ms().await {
+                    Ok(Some(ms)) => Duration::from_millis(ms.clamp(10, 1000) as u64),
+                    _ => Duration::from_secs(1),
+                };
+                let _ = tokio::time::timeout(wait, desk.wake.notified()).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the job queue");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+fn backoff(attempts: u32) -> time::Duration {
+    let base = 2f64
+        .powi(attempts.saturating_sub(1).min(16) as i32)
+        .min(MAX_BACKOFF_SECS);
+    let jitter = rand::thread_rng().gen_range(0.8..1.2);
+    time::Duration::seconds_f64(base * jitter)
+}
+
+async fn execute(desk: &Desk, job: &Job) -> Result<Outcome, StoreError> {
+    match job.kind {
+        JobKind::SubmitOrder => submit_order(desk, &job.target, job.attempts).await,
+        JobKind::SyncOrder => sync_order(desk, &job.target).await,
+        JobKind::SendEmail => send_email(desk, job).await,
+    }
+}
+
+fn system_audit(order: &Order, action: &str, detail: serde_json::Value) -> AuditEvent {
+    AuditEvent {
+        account_id: Some(order.account_id.clone()),
+        actor: format!("ca:{}", order.ca),
+        action: action.to_string(),
+        subject: order.id.clone(),
+        detail,
+    }
+}
+
+/// The order's change after the CA reported `status`, with the email that
+/// follows it (approval request, or the fulfillment email once issued).
+fn update_for_status(
+    desk: &Desk,
+    order: &Order,
+    from: OrderState,
+    reference: Option<String>,
+    status: CaOrderStatus,
+) -> Option<OrderUpdate> {
+    let mut update = OrderUpdate {
+        order_id: order.id.clone(),
+        from: vec![from],
+        to: from,
+        ca_reference: reference,
+        failure_reason: None,
+        certificate: None,
+        new_email: None,
+        jobs: vec![],
+        audit: system_audit(order, "", serde_json::json!({})),
+    };
+    let email = |kind, recipient| {
+        desk.new_email_request(order, kind, EmailTrigger::Initial, recipient, None)
+    };
+    match status {
+        CaOrderStatus::PendingApproval => {
+            if from == OrderState::PendingApproval {
+                return None;
+            }
+            update.to = OrderState::PendingApproval;
+            update.audit.action = "order.submitted".into();
+            if let Some(approver) = order.approver_email.clone() {
+                update.new_email = Some(email(EmailKind::Approval, approver));
+            }
+        }
+        CaOrderStatus::Issued(meta) => {
+            update.to = OrderState::Issued;
+            update.audit.action = "order.issued".into();
+            update.audit.detail = serde_json::json!({"serial": meta.serial});
+            update.certificate = Some(meta);
+            update.new_email = Some(email(EmailKind::Fulfillment, order.admin_email.clone()));
+        }
+        CaOrderStatus::Declined => {
+            update.to = OrderState::Declined;
+            update.audit.action = "order.declined".into();
+        }
+        CaOrderStatus::Cancelled => {
+            update.to = OrderState::Cancelled;
+            update.audit.action = "order.cancelled_at_ca".into();
+        }
+    }
+    if let Some(r) = &update.new_email {
+        update.jobs.push(NewJob::send_email(&r.id));
+    }
+    Some(update)
+}
+
+async fn fail_order(desk: &Desk, order: &Order, reason: String) -> Result<Outcome, StoreError> {
+    desk.store
+        .update_order(&OrderUpdate {
+            order_id: order.id.clone(),
+            from: vec![OrderState::Submitted, OrderState::PendingApproval],
+            to: OrderState::Failed,
+            ca_reference: None,
+            failure_reason: Some(reason.clone()),
+            certificate: None,
+            new_email: None,
+            jobs: vec![],
+            audit: system_audit(order, "order.failed", serde_json::json!({"reason": reason})),
+        })
+        .await?;
+    Ok(Outcome::Done)
+}
+
+async fn submit_order(desk: &Desk, order_id: &str, attempts: u32) -> Result<Outcome, StoreError> {
+    let Some(order) = desk.store.get_order_for_system(order_id).await? else {
+        return Ok(Outcome::Done);
+    };
+    if order.state != OrderState::Submitted {
+        return Ok(Outcome::Done);
+    }
+    let Some(ca) = desk.cas.get(&order.ca) else {
+        return fail_order(
+            desk,
+            &order,
+            format!("this desk no longer has CA {:?}", order.ca),
+        )
+        .await;
+    };
+    let request = match ca_request(desk, &order).await {
+        Ok(r) => r,
+        Err(reason) => return fail_order(desk, &order, reason).await,
+    };
+    let submission = match ca.submit(&request).await {
+        Ok(s) => s,
+        Err(CaError::Transient(m)) if attempts < MAX_ATTEMPTS => return Ok(Outcome::Retry(m)),
+        Err(e) => return fail_order(desk, &order, format!("the CA refused the order: {e}")).await,
+    };
+    let reference = submission.reference.clone();
+    let Some(update) = update_for_status(
+        desk,
+        &order,
+        OrderState::Submitted,
+        Some(reference.clone()),
+        submission.status,
+    ) else {
+        return Ok(Outcome::Done);
+    };
+    if !desk.store.update_order(&update).await? {
+        // Cancelled while we were at the CA: withdraw it there too.
+        if let Err(e) = ca.cancel(&reference).await {
+            tracing::warn!(order = %order.id, error = %e, "could not withdraw a cancelled order at the CA");
+        }
+    }
+    desk.wake.notify_one();
+    Ok(Outcome::Done)
+}
+
+async fn ca_request(desk: &Desk, order: &Order) -> Result<CaOrderRequest, String> {
+    let csr_der = pem::parse(&order.csr_pem)
+        .map_err(|e| format!("stored CSR unreadable: {e}"))?
+        .into_contents();
+    let names = order
+        .names
+        .iter()
+        .map(|n| DnsName::parse(n).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let requester = desk
+        .store
+        .find_user(&order.created_by)
+        .await
+        .map_err(|e| e.to_string())?
+        .map(|u| u.email)
+        .unwrap_or_else(|| order.admin_email.clone());
+    Ok(CaOrderRequest {
+        desk_order_id: order.id.clone(),
+        csr_der,
+        names,
+        days: order.days,
+        admin_email: order.admin_email.clone(),
+        admin_name: order.admin_name.clone(),
+        approver_email: order.approver_email.clone(),
+        requester,
+        language: order.language.clone(),
+    })
+}
+
+async fn sync_order(desk: &Desk, order_id: &str) -> Result<Outcome, StoreError> {
+    let Some(order) = desk.store.get_order_for_system(order_id).await? else {
+        return Ok(Outcome::Done);
+    };
+    if order.state != OrderState::PendingApproval {
+        return Ok(Outcome::Done);
+    }
+    let (Some(ca), Some(reference)) = (desk.cas.get(&order.ca), order.ca_reference.clone()) else {
+        return Ok(Outcome::Done);
+    };
+    let status = match ca.status(&reference).await {
+        Ok(s) => s,
+        Err(CaError::Transient(m)) => return Ok(Outcome::Retry(m)),
+        Err(e) => return fail_order(desk, &order, e.to_string()).await,
+    };
+    if let Some(update) = update_for_status(desk, &order, OrderState::PendingApproval, None, status)
+    {
+        desk.store.update_order(&update).await?;
+        desk.wake.notify_one();
+    }
+    Ok(Outcome::Done)
+}
+
+async fn send_email(desk: &Desk, job: &Job) -> Result<Outcome, StoreError> {
+    let Some(request) = desk.store.get_email_request(&job.target).await? else {
+        return Ok(Outcome::Done);
+    };
+    if matches!(
+        request.state,
+        EmailRequestState::Sent | EmailRequestState::Failed
+    ) {
+        return Ok(Outcome::Done);
+    }
+    let Some(order) = desk.store.get_order_for_system(&request.order_id).await? else {
+        return Ok(Outcome::Done);
+    };
+    let finish = |state: EmailRequestState, error: Option<String>| {
+        let action = format!(
+            "email.{}.{}",
+            request.kind.as_str(),
+            if state == EmailRequestState::Sent {
+                "sent"
+            } else {
+                "failed"
+            }
+        );
+        let audit = system_audit(
+            &order,
+            &action,
+            serde_json::json!({"request_id": request.id, "error": error}),
+        );
+        (state, error, audit)
+    };
+    let (Some(ca), Some(reference)) = (desk.cas.get(&order.ca), order.ca_reference.as_deref())
+    else {
+        let (s, e, a) = finish(
+            EmailRequestState::Failed,
+            Some("the order has no CA to send it".into()),
+        );
+        desk.store
+            .finish_email_request(&request.id, s, e.as_deref(), job.id, &a)
+            .await?;
+        return Ok(Outcome::Done);
+    };
+    desk.store
+        .set_email_request_state(
+            &request.id,
+            EmailRequestState::Forwarded,
+            request.error.as_deref(),
+        )
+        .await?;
+    let delivery = EmailDelivery {
+        request_id: request.id.clone(),
+        message_id: request.message_id.clone(),
+        recipient: request.recipient.clone(),
+    };
+    let result = match request.kind {
+        EmailKind::Approval => ca.send_approval_email(reference, &delivery).await,
+        EmailKind::Fulfillment => ca.send_fulfillment_email(reference, &delivery).await,
+    };
+    let (state, error) = match result {
+        Ok(()) => (EmailRequestState::Sent, None),
+        Err(CaError::Transient(m)) if job.attempts < MAX_ATTEMPTS => {
+            desk.store
+                .set_email_request_state(
+                    &request.id,
+                    EmailRequestState::Queued,
+                    Some(&format!("will retry: {m}")),
+                )
+                .await?;
+            return Ok(Outcome::Retry(m));
+        }
+        Err(CaError::Transient(m)) => (
+            EmailRequestState::Failed,
+            Some(format!("gave up after {} attempts: {m}", job.attempts)),
+        ),
+        Err(e) => (EmailRequestState::Failed, Some(e.to_string())),
+    };
+    let (s, e, a) = finish(state, error);
+    // The state and the job's removal commit together: the job is gone
+    // exactly when the request is recorded as sent or failed.
+    desk.store
+        .finish_email_request(&request.id, s, e.as_deref(), job.id, &a)
+        .await?;
+    Ok(Outcome::Done)
+}
+
+/// The desk's side of [`CaNotifier`]: a CA said an order changed, so queue a
+/// look at it.
+pub struct QueueNotifier {
+    pub desk: std::sync::Weak<Desk>,
+}
+
+#[async_trait]
+impl CaNotifier for QueueNotifier {
+    async fn order_changed(&self, desk_order_id: &str) {
+        let Some(desk) = self.desk.upgrade() else {
+            return;
+        };
+        // If this fails the start-up sweep still finds the order pending.
+        if let Err(e) = desk.store.enqueue(&NewJob::sync_order(desk_order_id)).await {
+            tracing::error!(order = %desk_order_id, error = %e, "could not queue an order update");
+        }
+        desk.wake.notify_one();
+    }
+}
