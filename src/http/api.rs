@@ -1,6 +1,10 @@
 //! `/api/v1`: JSON over HTTP with bearer tokens. Each handler is a thin
 //! adapter onto one `service` function.
 
+// A Problem is built once per failed request and turned into a response at
+// once: boxing it would buy nothing.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};

@@ -1,0 +1,126 @@
+//! DESIGN rule 2: a process killed at any moment loses no accepted request,
+//! and a request is delivered once.
+
+use reqwest::StatusCode;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn a_resend_accepted_before_a_crash_is_delivered_exactly_once_after_restart() {
+    let mut smtp = SmtpServer::start();
+    let mut desk = Desk::start(Some(&smtp), &["--validation", "none"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (csr_pem, _) = csr(
+        dir.path(),
+        "ec:P-256",
+        "www.example.com",
+        "DNS:www.example.com",
+        &[],
+    );
+    let (_, order, _) = desk
+        .api
+        .post(
+            "/api/v1/orders",
+            Some(&order_body(&csr_pem, "it@example.com", None)),
+        )
+        .await;
+    let id = order["id"].as_str().unwrap().to_string();
+    desk.wait_order_state(&id, "issued").await;
+    smtp.wait_for(1, |m| m.is_fulfillment()).await;
+
+    // The mail server goes away; one resend is tried and waits to be retried,
+    // another is accepted just before the desk is killed.
+    smtp.stop();
+    let resend = format!("/api/v1/orders/{id}/fulfillment-email");
+    let (s, tried, _) = desk.api.post(&resend, None).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let tried_id = tried["request_id"].as_str().unwrap().to_string();
+    let o = desk
+        .wait_order(&id, |o| {
+            o["email_requests"].as_array().unwrap().iter().any(|r| {
+                r["id"] == tried_id.as_str()
+                    && r["error"]
+                        .as_str()
+                        .is_some_and(|e| e.starts_with("will retry"))
+            })
+        })
+        .await;
+    assert!(
+        o["email_requests"].to_string().contains("will retry"),
+        "the reason shows while it waits"
+    );
+    let (s, fresh, _) = desk.api.post(&resend, None).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let fresh_id = fresh["request_id"].as_str().unwrap().to_string();
+    desk.kill();
+
+    smtp.resume();
+    desk.restart().await;
+    desk.wait_order(&id, |o| {
+        o["email_requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["state"] == "sent")
+            .count()
+            == 3
+    })
+    .await;
+    // Give a duplicate every chance to show up before counting.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let mails = smtp.messages();
+    for request in [&tried_id, &fresh_id] {
+        let n = mails
+            .iter()
+            .filter(|m| m.message_id.contains(request.as_str()))
+            .count();
+        assert_eq!(n, 1, "request {request} delivered {n} times");
+    }
+    assert_eq!(mails.iter().filter(|m| m.is_fulfillment()).count(), 3);
+}
+
+#[tokio::test]
+async fn a_permanent_smtp_refusal_fails_the_request_with_the_servers_reply() {
+    // aiosmtpd refuses a message to a recipient with a 5xx when it has no
+    // valid domain part; the desk refuses such addresses itself, so use a
+    // server that is not SMTP at all: a 5xx greeting from a plain listener.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            use std::io::Write;
+            let mut s = stream;
+            let _ = s.write_all(b"554 5.7.1 No SMTP service here: relay denied\r\n");
+        }
+    });
+    let url = format!("smtp://127.0.0.1:{port}");
+    let desk = Desk::start(None, &["--validation", "none", "--smtp-url", &url]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (csr_pem, _) = csr(
+        dir.path(),
+        "ec:P-256",
+        "www.example.com",
+        "DNS:www.example.com",
+        &[],
+    );
+    let (_, order, _) = desk
+        .api
+        .post(
+            "/api/v1/orders",
+            Some(&order_body(&csr_pem, "it@example.com", None)),
+        )
+        .await;
+    let id = order["id"].as_str().unwrap();
+    let o = desk
+        .wait_order(id, |o| {
+            o["email_requests"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["state"] == "failed"))
+        })
+        .await;
+    let error = o["email_requests"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("554") || error.contains("relay denied"),
+        "the server's reply is shown: {error}"
+    );
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real desk binary, a real SMTP server, openssl.
+//! One binary for all of them (faster to build than one per file).
+
+mod bad_input;
+mod cli_flow;
+mod confidentiality;
+mod durability;
+mod order_flow;
+mod support;

@@ -1,0 +1,391 @@
+//! The heart of the desk through the REST API: order, approve by email,
+//! issue, fulfillment email, resend.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn order_is_approved_from_the_email_link_and_the_certificate_reaches_the_admin() {
+    let smtp = SmtpServer::start();
+    let desk = Desk::start(Some(&smtp), &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (csr_pem, key) = csr(
+        dir.path(),
+        "ec:P-256",
+        "www.example.com",
+        "DNS:www.example.com,DNS:example.com",
+        &[],
+    );
+
+    // The approver addresses offered for the domain.
+    let (status, approvers) = desk
+        .api
+        .get("/api/v1/approver-emails?domain=www.example.com")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        approvers["addresses"],
+        json!([
+            "admin@example.com",
+            "administrator@example.com",
+            "webmaster@example.com",
+            "hostmaster@example.com",
+            "postmaster@example.com"
+        ])
+    );
+
+    let (status, order, headers) = desk
+        .api
+        .post(
+            "/api/v1/orders",
+            Some(&order_body(
+                &csr_pem,
+                "it-team@example.com",
+                Some("hostmaster@example.com"),
+            )),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let id = order["id"].as_str().unwrap().to_string();
+    assert_eq!(headers["location"], format!("/api/v1/orders/{id}").as_str());
+    assert_eq!(order["names"], json!(["www.example.com", "example.com"]));
+    assert_eq!(order["admin_email"], "it-team@example.com");
+
+    // The CA mails the approver a link; opening it shows what is asked.
+    let approval = smtp.wait_for(1, |m| m.is_approval()).await.remove(0);
+    assert_eq!(approval.to, "hostmaster@example.com");
+    assert!(approval.text.contains(&id));
+    let link = approval.approval_link();
+    let token = link.rsplit('/').next().unwrap();
+    assert!(
+        token.len() >= 22,
+        "at least 128 random bits in the link: {token}"
+    );
+    desk.wait_order_state(&id, "pending_approval").await;
+    let page = reqwest::get(&link).await.unwrap().text().await.unwrap();
+    assert!(page.contains("www.example.com") && page.contains("example.com") && page.contains(&id));
+    assert!(
+        page.contains("admin@localhost"),
+        "the page names the requester"
+    );
+
+    // Resending the approval email sends the same link while it is valid.
+    let (status, resent, _) = desk
+        .api
+        .post(&format!("/api/v1/orders/{id}/approval-email"), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{resent}");
+    let approvals = smtp.wait_for(2, |m| m.is_approval()).await;
+    assert_eq!(approvals[1].approval_link(), link);
+
+    // Approve: single use.
+    let http = reqwest::Client::new();
+    let r = http
+        .post(&link)
+        .form(&[("decision", "approve")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let again = http
+        .post(&link)
+        .form(&[("decision", "approve")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        again.status(),
+        StatusCode::GONE,
+        "an approval link works once"
+    );
+
+    let issued = desk.wait_order_state(&id, "issued").await;
+    assert_eq!(issued["status_label"], "Complete");
+    let serial = issued["certificate"]["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        serial.len() >= 16,
+        "serial carries at least 64 bits: {serial}"
+    );
+
+    // The fulfillment email goes to the admin given at order time.
+    let first = smtp.wait_for(1, |m| m.is_fulfillment()).await.remove(0);
+    assert_eq!(first.to, "it-team@example.com");
+    assert!(first.subject.contains("www.example.com") && first.subject.contains(&id));
+    for detail in [
+        &serial,
+        "www.example.com",
+        "example.com",
+        "ECDSA P-256",
+        &id,
+        "SHA-256 fingerprint",
+    ] {
+        assert!(first.text.contains(detail), "text body lacks {detail}");
+        assert!(first.html.contains(detail), "HTML body lacks {detail}");
+    }
+    assert!(first.text.contains(
+        issued["certificate"]["sha256_fingerprint"]
+            .as_str()
+            .unwrap()
+    ));
+
+    // Its certificate holds the CSR's key and chains to the built-in root.
+    let cert = dir.path().join("cert.pem");
+    std::fs::write(&cert, first.attachment("certificate.pem")).unwrap();
+    let chain = dir.path().join("chain.pem");
+    std::fs::write(&chain, first.attachment("chain.pem")).unwrap();
+    let root = dir.path().join("root.pem");
+    std::fs::write(&root, desk.root_pem().await).unwrap();
+    assert_eq!(public_key_of_cert(&cert), public_key_of_key(&key));
+    assert_eq!(first.attachment("chain.pem"), desk.intermediate_pem().await);
+    assert_eq!(
+        first.attachment("fullchain.pem"),
+        format!(
+            "{}{}",
+            first.attachment("certificate.pem"),
+            first.attachment("chain.pem")
+        )
+    );
+    let verify = std::process::Command::new("openssl")
+        .args([
+            "verify",
+            "-CAfile",
+            root.to_str().unwrap(),
+            "-untrusted",
+            chain.to_str().unwrap(),
+        ])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "openssl verify: {}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+
+    // "Resend email": the confirmation shows the admin given at order time.
+    let (status, info) = desk
+        .api
+        .get(&format!("/api/v1/orders/{id}/fulfillment-email"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(info["recipient"], "it-team@example.com");
+    assert_eq!(info["available"], true);
+    let (status, accepted, _) = desk
+        .api
+        .post(&format!("/api/v1/orders/{id}/fulfillment-email"), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    assert_eq!(accepted["recipient"], "it-team@example.com");
+    assert_eq!(accepted["ca"], "builtin");
+    let request_id = accepted["request_id"].as_str().unwrap().to_string();
+
+    let both = smtp.wait_for(2, |m| m.is_fulfillment()).await;
+    let second = &both[1];
+    assert_eq!(second.to, first.to);
+    assert_eq!(second.subject, first.subject);
+    assert_eq!(second.text, first.text);
+    assert_eq!(
+        second.attachments, first.attachments,
+        "a resend delivers an equal email"
+    );
+    assert_ne!(second.message_id, first.message_id);
+    assert!(
+        second.message_id.contains(&request_id),
+        "Message-ID is tied to the request"
+    );
+
+    // The request's state shows in the order.
+    let shown = desk
+        .wait_order(&id, |o| {
+            o["email_requests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["id"] == request_id.as_str() && r["state"] == "sent")
+        })
+        .await;
+    let kinds: Vec<(String, String)> = shown["email_requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap().into(),
+                r["trigger"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("approval", "initial"),
+            ("approval", "resend"),
+            ("fulfillment", "initial"),
+            ("fulfillment", "resend")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+}
+
+#[tokio::test]
+async fn a_declined_order_is_never_issued() {
+    let smtp = SmtpServer::start();
+    let desk = Desk::start(Some(&smtp), &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (csr_pem, _) = csr(
+        dir.path(),
+        "rsa:2048",
+        "shop.example.org",
+        "DNS:shop.example.org",
+        &[],
+    );
+    let (_, order, _) = desk
+        .api
+        .post(
+            "/api/v1/orders",
+            Some(&order_body(
+                &csr_pem,
+                "ops@example.org",
+                Some("admin@example.org"),
+            )),
+        )
+        .await;
+    let id = order["id"].as_str().unwrap();
+    let link = smtp.wait_for(1, |m| m.is_approval()).await[0].approval_link();
+    let r = reqwest::Client::new()
+        .post(&link)
+        .form(&[("decision", "decline")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let o = desk.wait_order_state(id, "declined").await;
+    assert!(o["certificate"].is_null());
+    let (status, p, _) = desk
+        .api
+        .post(&format!("/api/v1/orders/{id}/fulfillment-email"), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{p}");
+    assert!(smtp.messages().iter().all(|m| !m.is_fulfillment()));
+}
+
+#[tokio::test]
+async fn without_validation_the_order_issues_at_once_and_without_smtp_mail_goes_to_the_outbox() {
+    let desk = Desk::start(None, &["--validation", "none"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (csr_pem, _) = csr(
+        dir.path(),
+        "ec:P-384",
+        "intranet.example.net",
+        "DNS:intranet.example.net",
+        &[],
+    );
+    let (status, order, _) = desk
+        .api
+        .post(
+            "/api/v1/orders",
+            Some(&order_body(&csr_pem, "it@example.net", None)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let id = order["id"].as_str().unwrap();
+    let o = desk.wait_order_state(id, "issued").await;
+    assert_eq!(o["key_type"], "ECDSA P-384");
+    let outbox = desk.path("outbox");
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let files: Vec<_> = std::fs::read_dir(&outbox)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .collect();
+        let eml: Vec<_> = files
+            .iter()
+            .filter(|f| f.path().extension().is_some_and(|e| e == "eml"))
+            .collect();
+        if let Some(f) = eml.first() {
+            let mail = Mail::parse(&std::fs::read(f.path()).unwrap());
+            assert_eq!(mail.to, "it@example.net");
+            assert!(mail.is_fulfillment() && mail.subject.contains("intranet.example.net"));
+            assert!(mail
+                .attachment("certificate.pem")
+                .starts_with("-----BEGIN CERTIFICATE-----"));
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "no .eml in the outbox");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        desk.log().contains("outbox"),
+        "the startup log says where mail goes"
+    );
+}
+
+#[tokio::test]
+async fn orders_are_listed_newest_first_with_filters_and_a_cursor() {
+    let desk = Desk::start(None, &["--validation", "none"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids = vec![];
+    for name in [
+        "a.example.com",
+        "b.example.com",
+        "c.other.org",
+        "d.example.com",
+        "e.other.org",
+    ] {
+        let (csr_pem, _) = csr(dir.path(), "ec:P-256", name, &format!("DNS:{name}"), &[]);
+        let (status, o, _) = desk
+            .api
+            .post(
+                "/api/v1/orders",
+                Some(&order_body(&csr_pem, "it@example.com", None)),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{o}");
+        ids.push(o["id"].as_str().unwrap().to_string());
+    }
+    let mut seen = vec![];
+    let mut cursor = String::new();
+    loop {
+        let (status, page) = desk
+            .api
+            .get(&format!("/api/v1/orders?limit=2&cursor={cursor}"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        seen.extend(
+            page["orders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["id"].as_str().unwrap().to_string()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => break,
+        }
+    }
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(seen, newest_first);
+
+    let (_, page) = desk.api.get("/api/v1/orders?domain=other.org").await;
+    let names: Vec<&str> = page["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["common_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["e.other.org", "c.other.org"]);
+    let (_, page) = desk.api.get("/api/v1/orders?domain=b.example.com").await;
+    assert_eq!(page["orders"].as_array().unwrap().len(), 1);
+
+    desk.wait_order_state(&ids[0], "issued").await;
+    let (_, page) = desk
+        .api
+        .get("/api/v1/orders?status=issued&domain=a.example.com")
+        .await;
+    assert_eq!(page["orders"][0]["id"], ids[0].as_str());
+}
