@@ -4,6 +4,7 @@
 mod bad_input;
 mod cli_flow;
 mod confidentiality;
+mod config;
 mod durability;
 mod order_flow;
 mod support;

@@ -199,11 +199,20 @@ pub struct Desk {
     pub token: String,
     pub data: tempfile::TempDir,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     pub api: Api,
 }
 
 impl Desk {
     pub async fn start(smtp: Option<&SmtpServer>, extra: &[&str]) -> Desk {
+        Desk::start_with_env(smtp, extra, &[]).await
+    }
+
+    pub async fn start_with_env(
+        smtp: Option<&SmtpServer>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Desk {
         let data = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut args: Vec<String> = vec![
@@ -225,6 +234,10 @@ impl Desk {
             token: String::new(),
             data,
             args,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             api: Api::new(&url, ""),
         };
         let first_output = desk.spawn();
@@ -253,6 +266,7 @@ impl Desk {
             .args(&self.args)
             .env("CERTDESK_LOG", "info")
             .env_remove("CERTDESK_MASTER_KEY")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
