@@ -183,3 +183,199 @@ pub fn parse_pem_certs(pem: &str) -> Result<Vec<Vec<u8>>, CertError> {
     }
     Ok(ders)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::DnsName;
+    use crate::pki::signer::{generate_ca, LeafRequest, Signer};
+    use crate::pki::test_support::openssl;
+    use rcgen::{KeyPair, PublicKeyData, PKCS_ECDSA_P256_SHA256};
+    use time::Duration;
+
+    struct Issued {
+        root: Vec<u8>,
+        int: Vec<u8>,
+        leaf: Vec<u8>,
+    }
+
+    fn issue(names: &[&str]) -> Issued {
+        let (root, int) = generate_ca("Example Desk").unwrap();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let names: Vec<DnsName> = names.iter().map(|n| DnsName::parse(n).unwrap()).collect();
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let leaf = Signer::new(&int)
+            .unwrap()
+            .sign_leaf(&LeafRequest {
+                spki_der: &key.subject_public_key_info(),
+                names: &names,
+                not_before: now,
+                not_after: now + Duration::days(90),
+                ca_issuers_url: "http://ca.example.test/int.crt",
+            })
+            .unwrap();
+        Issued {
+            root: root.cert_der,
+            int: int.cert_der,
+            leaf,
+        }
+    }
+
+    #[test]
+    fn leaf_metadata_matches_what_openssl_reports() {
+        let issued = issue(&["www.example.com", "example.com"]);
+        let info = inspect_der(&issued.leaf).unwrap();
+        assert_eq!(info.common_name.as_deref(), Some("www.example.com"));
+        assert_eq!(info.names, ["www.example.com", "example.com"]);
+        assert_eq!(info.subject, "CN=www.example.com");
+        assert_eq!(info.issuer, "O=Example Desk, CN=Example Desk Issuing CA");
+        assert_eq!(info.key_type, "ECDSA P-256");
+        assert!(!info.is_ca);
+        assert_eq!(info.not_after - info.not_before, Duration::days(90));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leaf.pem");
+        std::fs::write(&path, pem_encode_cert(&issued.leaf)).unwrap();
+        let out = String::from_utf8(openssl(&[
+            "x509",
+            "-in",
+            path.to_str().unwrap(),
+            "-noout",
+            "-serial",
+            "-fingerprint",
+            "-sha256",
+        ]))
+        .unwrap();
+        assert!(
+            out.contains(&format!("serial={}", info.serial_hex.to_uppercase())),
+            "{out} vs {info:?}"
+        );
+        assert!(
+            out.contains(&format!("Fingerprint={}", info.sha256_fingerprint)),
+            "{out} vs {info:?}"
+        );
+        assert_eq!(info.serial_hex, info.serial_hex.to_lowercase());
+        assert_eq!(info.sha256_fingerprint.len(), 32 * 3 - 1);
+    }
+
+    #[test]
+    fn ca_certificates_are_reported_as_ca() {
+        let issued = issue(&["example.com"]);
+        let root = inspect_der(&issued.root).unwrap();
+        assert!(root.is_ca);
+        assert_eq!(root.subject, root.issuer);
+        assert_eq!(root.names, Vec::<String>::new());
+        assert!(inspect_der(&issued.int).unwrap().is_ca);
+    }
+
+    #[test]
+    fn metadata_serializes_times_as_rfc3339() {
+        let info = inspect_der(&issue(&["example.com"]).leaf).unwrap();
+        let json = serde_json::to_value(&info).unwrap();
+        let not_after = json["not_after"].as_str().unwrap();
+        assert!(
+            not_after.ends_with('Z') && not_after.contains('T'),
+            "{not_after}"
+        );
+        assert_eq!(json["key_type"], "ECDSA P-256");
+        let back: CertificateInfo = serde_json::from_value(json).unwrap();
+        assert_eq!(back, info);
+    }
+
+    #[test]
+    fn keys_the_desk_would_refuse_are_still_described() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.pem");
+        let key = key.to_str().unwrap();
+        for (genpkey, want) in [
+            (
+                &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"][..],
+                "RSA 1024",
+            ),
+            (
+                &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-521"][..],
+                "ECDSA P-521 (1.3.132.0.35)",
+            ),
+        ] {
+            let mut args = vec!["genpkey", "-out", key];
+            args.extend_from_slice(genpkey);
+            openssl(&args);
+            let der = openssl(&[
+                "req",
+                "-x509",
+                "-key",
+                key,
+                "-subj",
+                "/CN=old.example.com",
+                "-days",
+                "1",
+                "-outform",
+                "DER",
+            ]);
+            let info = inspect_der(&der).unwrap();
+            assert_eq!(info.key_type, want);
+            assert_eq!(info.common_name.as_deref(), Some("old.example.com"));
+        }
+    }
+
+    #[test]
+    fn pem_output_has_64_column_lines_and_openssl_reads_it() {
+        let leaf = issue(&["example.com"]).leaf;
+        let pem = pem_encode_cert(&leaf);
+        assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\n"));
+        assert!(pem.ends_with("-----END CERTIFICATE-----\n"));
+        assert!(!pem.contains('\r'));
+        let body: Vec<&str> = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        assert!(body[..body.len() - 1].iter().all(|l| l.len() == 64));
+        assert!(body.last().unwrap().len() <= 64);
+        assert_eq!(parse_pem_certs(&pem).unwrap(), [leaf]);
+    }
+
+    #[test]
+    fn a_pem_chain_yields_every_certificate_in_order_and_skips_other_blocks() {
+        let issued = issue(&["example.com"]);
+        let text = format!(
+            "leaf:\n{}{}\n{}",
+            pem_encode_cert(&issued.leaf),
+            pem::encode(&pem::Pem::new("PRIVATE KEY", vec![1, 2, 3])),
+            pem_encode_cert(&issued.int)
+        );
+        assert_eq!(parse_pem_certs(&text).unwrap(), [issued.leaf, issued.int]);
+    }
+
+    #[test]
+    fn unreadable_certificates_are_refused_with_clear_errors() {
+        assert_eq!(
+            parse_pem_certs("no pem here"),
+            Err(CertError::NoCertificate)
+        );
+        let only_key = pem::encode(&pem::Pem::new("PRIVATE KEY", vec![1, 2, 3]));
+        assert_eq!(parse_pem_certs(&only_key), Err(CertError::NoCertificate));
+        let broken = "-----BEGIN CERTIFICATE-----\n%%%\n-----END CERTIFICATE-----\n";
+        assert_eq!(parse_pem_certs(broken).unwrap_err().code(), "cert_bad_pem");
+
+        let leaf = issue(&["example.com"]).leaf;
+        let second_bad = format!(
+            "{}{}",
+            pem_encode_cert(&leaf),
+            pem_encode_cert(&[0x30, 0x03, 1, 2, 3])
+        );
+        let err = parse_pem_certs(&second_bad).unwrap_err();
+        assert!(
+            matches!(err, CertError::BadCertificateInPem { index: 2, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().starts_with("certificate number 2"), "{err}");
+
+        assert_eq!(
+            inspect_der(b"junk").unwrap_err().code(),
+            "cert_not_a_certificate"
+        );
+        let mut trailing = leaf.clone();
+        trailing.push(0);
+        assert_eq!(
+            inspect_der(&trailing),
+            Err(CertError::TrailingData { extra: 1 })
+        );
+    }
+}

@@ -451,19 +451,33 @@ mod tests {
             vec![dns("example.com"), dns("*.shop.example.com")],
         );
         let csr = decode_csr(&csr_der, &CsrPolicy::default()).unwrap();
-        let leaf = signer.sign_leaf(&request(&csr.spki_der, &csr.names)).unwrap();
+        let leaf = signer
+            .sign_leaf(&request(&csr.spki_der, &csr.names))
+            .unwrap();
 
         let dir = tempfile::tempdir().unwrap();
         let root_pem = write_pem(dir.path(), "root.pem", &root.cert_der);
         let int_pem = write_pem(dir.path(), "int.pem", &int.cert_der);
         let leaf_pem = write_pem(dir.path(), "leaf.pem", &leaf);
         let out = openssl(&[
-            "verify", "-x509_strict", "-purpose", "sslserver", "-CAfile", &root_pem,
-            "-untrusted", &int_pem, &leaf_pem,
+            "verify",
+            "-x509_strict",
+            "-purpose",
+            "sslserver",
+            "-CAfile",
+            &root_pem,
+            "-untrusted",
+            &int_pem,
+            &leaf_pem,
         ]);
-        assert!(String::from_utf8_lossy(&out).contains(": OK"), "{}", String::from_utf8_lossy(&out));
+        assert!(
+            String::from_utf8_lossy(&out).contains(": OK"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
 
-        let text = String::from_utf8(openssl(&["x509", "-in", &leaf_pem, "-noout", "-text"])).unwrap();
+        let text =
+            String::from_utf8(openssl(&["x509", "-in", &leaf_pem, "-noout", "-text"])).unwrap();
         for expected in [
             "CA:FALSE",
             "X509v3 Key Usage: critical\n                Digital Signature\n",
@@ -488,7 +502,8 @@ mod tests {
         let root_pem = write_pem(dir.path(), "root.pem", &root.cert_der);
         let int_pem = write_pem(dir.path(), "int.pem", &int.cert_der);
 
-        let root_text = String::from_utf8(openssl(&["x509", "-in", &root_pem, "-noout", "-text"])).unwrap();
+        let root_text =
+            String::from_utf8(openssl(&["x509", "-in", &root_pem, "-noout", "-text"])).unwrap();
         for expected in [
             "Subject: O = Example Desk, CN = Example Desk Root CA",
             "Issuer: O = Example Desk, CN = Example Desk Root CA",
@@ -496,9 +511,13 @@ mod tests {
             "X509v3 Key Usage: critical\n                Certificate Sign, CRL Sign",
             "ASN1 OID: prime256v1",
         ] {
-            assert!(root_text.contains(expected), "root lacks {expected:?}\n{root_text}");
+            assert!(
+                root_text.contains(expected),
+                "root lacks {expected:?}\n{root_text}"
+            );
         }
-        let int_text = String::from_utf8(openssl(&["x509", "-in", &int_pem, "-noout", "-text"])).unwrap();
+        let int_text =
+            String::from_utf8(openssl(&["x509", "-in", &int_pem, "-noout", "-text"])).unwrap();
         for expected in [
             "Subject: O = Example Desk, CN = Example Desk Issuing CA",
             "Issuer: O = Example Desk, CN = Example Desk Root CA",
@@ -507,17 +526,24 @@ mod tests {
             "TLS Web Server Authentication",
             "X509v3 Authority Key Identifier",
         ] {
-            assert!(int_text.contains(expected), "intermediate lacks {expected:?}\n{int_text}");
+            assert!(
+                int_text.contains(expected),
+                "intermediate lacks {expected:?}\n{int_text}"
+            );
         }
         openssl(&["verify", "-x509_strict", "-CAfile", &root_pem, &int_pem]);
 
         let root_info = inspect_der(&root.cert_der).unwrap();
         let int_info = inspect_der(&int.cert_der).unwrap();
-        let years = |i: &crate::pki::cert::CertificateInfo| (i.not_after - i.not_before).whole_days() / 365;
+        let years =
+            |i: &crate::pki::cert::CertificateInfo| (i.not_after - i.not_before).whole_days() / 365;
         assert_eq!(years(&root_info), 10);
         assert_eq!(years(&int_info), 5);
         assert!(root_info.is_ca && int_info.is_ca);
-        assert!(format!("{int:?}").contains("[elided]"), "the key must not be printed");
+        assert!(
+            format!("{int:?}").contains("[elided]"),
+            "the key must not be printed"
+        );
     }
 
     #[test]
@@ -530,13 +556,19 @@ mod tests {
         );
         let csr = decode_csr(&csr_der, &CsrPolicy::default()).unwrap();
         let (_, int) = generate_ca("Example Desk").unwrap();
-        let leaf = Signer::new(&int).unwrap().sign_leaf(&request(&csr.spki_der, &csr.names)).unwrap();
+        let leaf = Signer::new(&int)
+            .unwrap()
+            .sign_leaf(&request(&csr.spki_der, &csr.names))
+            .unwrap();
 
         let (_, cert) = X509Certificate::from_der(&leaf).unwrap();
         assert_eq!(cert.public_key().raw, csr.spki_der.as_slice());
         assert_eq!(inspect_der(&leaf).unwrap().key_type, "ECDSA P-256");
         // Signed by the P-256 intermediate with SHA-256, whatever the CSR used.
-        assert_eq!(cert.signature_algorithm.algorithm.to_id_string(), "1.2.840.10045.4.3.2");
+        assert_eq!(
+            cert.signature_algorithm.algorithm.to_id_string(),
+            "1.2.840.10045.4.3.2"
+        );
     }
 
     #[test]
@@ -559,12 +591,21 @@ mod tests {
         let int_pem = write_pem(dir.path(), "int.pem", &int.cert_der);
         for (csr_der, want) in [(rsa, "RSA 2048"), (p384, "ECDSA P-384"), (ed, "Ed25519")] {
             let csr = decode_csr(&csr_der, &policy).unwrap();
-            let leaf = signer.sign_leaf(&request(&csr.spki_der, &csr.names)).unwrap();
+            let leaf = signer
+                .sign_leaf(&request(&csr.spki_der, &csr.names))
+                .unwrap();
             let (_, cert) = X509Certificate::from_der(&leaf).unwrap();
             assert_eq!(cert.public_key().raw, csr.spki_der.as_slice(), "{want}");
             assert_eq!(inspect_der(&leaf).unwrap().key_type, want);
             let leaf_pem = write_pem(dir.path(), "leaf.pem", &leaf);
-            openssl(&["verify", "-CAfile", &root_pem, "-untrusted", &int_pem, &leaf_pem]);
+            openssl(&[
+                "verify",
+                "-CAfile",
+                &root_pem,
+                "-untrusted",
+                &int_pem,
+                &leaf_pem,
+            ]);
         }
     }
 
@@ -579,7 +620,9 @@ mod tests {
         .unwrap();
         let mut seen = std::collections::HashSet::new();
         for _ in 0..20 {
-            let leaf = signer.sign_leaf(&request(&csr.spki_der, &csr.names)).unwrap();
+            let leaf = signer
+                .sign_leaf(&request(&csr.spki_der, &csr.names))
+                .unwrap();
             let (_, cert) = X509Certificate::from_der(&leaf).unwrap();
             let serial = cert.raw_serial();
             assert_eq!(serial.len(), 16, "{serial:?}");
@@ -595,17 +638,26 @@ mod tests {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let spki = key.subject_public_key_info();
         let (_, int) = generate_ca("Example Desk").unwrap();
-        let leaf = Signer::new(&int).unwrap().sign_leaf(&request(&spki, &list)).unwrap();
+        let leaf = Signer::new(&int)
+            .unwrap()
+            .sign_leaf(&request(&spki, &list))
+            .unwrap();
         let info = inspect_der(&leaf).unwrap();
         assert_eq!(info.common_name.as_deref(), Some("short.example.com"));
         assert_eq!(info.names, [long.as_str(), "short.example.com"]);
 
         let only_long = names(&[&long]);
-        let leaf = Signer::new(&int).unwrap().sign_leaf(&request(&spki, &only_long)).unwrap();
+        let leaf = Signer::new(&int)
+            .unwrap()
+            .sign_leaf(&request(&spki, &only_long))
+            .unwrap();
         let (_, cert) = X509Certificate::from_der(&leaf).unwrap();
         assert_eq!(cert.subject().iter().count(), 0);
         let san = cert.subject_alternative_name().unwrap().unwrap();
-        assert!(san.critical, "with an empty subject the SAN must be critical");
+        assert!(
+            san.critical,
+            "with an empty subject the SAN must be critical"
+        );
         assert_eq!(san.value.general_names, [GeneralName::DNSName(&long)]);
     }
 
@@ -617,7 +669,10 @@ mod tests {
         let spki = key.subject_public_key_info();
         let list = names(&["example.com"]);
 
-        assert_eq!(signer.sign_leaf(&request(&spki, &[])), Err(SignerError::NoNames));
+        assert_eq!(
+            signer.sign_leaf(&request(&spki, &[])),
+            Err(SignerError::NoNames)
+        );
 
         let mut backwards = request(&spki, &list);
         backwards.not_after = backwards.not_before;
@@ -630,7 +685,13 @@ mod tests {
             Err(SignerError::ValidityBeyondIssuer { .. })
         ));
 
-        for url in ["", "ca.example.test/int.crt", "http://ca.example.test/a b", "http://ca.example.test/\r\n", "http://bücher.example/"] {
+        for url in [
+            "",
+            "ca.example.test/int.crt",
+            "http://ca.example.test/a b",
+            "http://ca.example.test/\r\n",
+            "http://bücher.example/",
+        ] {
             let mut req = request(&spki, &list);
             req.ca_issuers_url = url;
             assert_eq!(
@@ -641,12 +702,28 @@ mod tests {
         }
 
         let dir = tempfile::tempdir().unwrap();
-        let weak = openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"]);
+        let weak = openssl(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:1024",
+        ]);
         let weak_path = dir.path().join("weak.pem");
         std::fs::write(&weak_path, weak).unwrap();
-        let weak_spki = openssl(&["pkey", "-in", weak_path.to_str().unwrap(), "-pubout", "-outform", "DER"]);
+        let weak_spki = openssl(&[
+            "pkey",
+            "-in",
+            weak_path.to_str().unwrap(),
+            "-pubout",
+            "-outform",
+            "DER",
+        ]);
         let err = signer.sign_leaf(&request(&weak_spki, &list)).unwrap_err();
-        assert!(matches!(err, SignerError::UnsupportedPublicKey { .. }), "{err:?}");
+        assert!(
+            matches!(err, SignerError::UnsupportedPublicKey { .. }),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("1024 bits"), "{err}");
     }
 
@@ -663,7 +740,10 @@ mod tests {
             cert_der: int.cert_der.clone(),
             key_pkcs8_der: vec![1, 2, 3],
         };
-        assert!(matches!(Signer::new(&garbage), Err(SignerError::BadPrivateKey { .. })));
+        assert!(matches!(
+            Signer::new(&garbage),
+            Err(SignerError::BadPrivateKey { .. })
+        ));
 
         let signer = Signer::new(&int).unwrap();
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
@@ -682,8 +762,16 @@ mod tests {
     #[test]
     fn org_name_must_fit_the_ca_common_names() {
         assert!(generate_ca(&"x".repeat(MAX_ORG_NAME_LEN)).is_ok());
-        for bad in [String::new(), "  ".into(), "x".repeat(MAX_ORG_NAME_LEN + 1), "Evil\nCorp".into()] {
-            assert!(matches!(generate_ca(&bad), Err(SignerError::BadOrgName { .. })), "{bad:?}");
+        for bad in [
+            String::new(),
+            "  ".into(),
+            "x".repeat(MAX_ORG_NAME_LEN + 1),
+            "Evil\nCorp".into(),
+        ] {
+            assert!(
+                matches!(generate_ca(&bad), Err(SignerError::BadOrgName { .. })),
+                "{bad:?}"
+            );
         }
     }
 
@@ -696,7 +784,7 @@ mod tests {
     #[test]
     fn aia_extension_is_the_der_openssl_expects() {
         let ext = ca_issuers_extension("http://a.test/x").unwrap();
-        let mut want = vec![0x30, 0x1b, 0x30, 0x19];
+        let mut want = vec![0x30, 0x1d, 0x30, 0x1b];
         want.extend([0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x02]);
         want.extend([0x86, 0x0f]);
         want.extend(b"http://a.test/x");
