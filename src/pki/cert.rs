@@ -212,6 +212,7 @@ mod tests {
                 not_before: now,
                 not_after: now + Duration::days(90),
                 ca_issuers_url: "http://ca.example.test/int.crt",
+                crl_url: "http://desk.example.com/ca/builtin/intermediate.crl",
             })
             .unwrap();
         Issued {

@@ -8,10 +8,11 @@ use std::fmt;
 
 use rand::RngCore;
 use rcgen::{
-    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType, DnValue,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData,
-    SanType, SerialNumber, SignatureAlgorithm, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384,
-    PKCS_ED25519, PKCS_RSA_SHA256,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CrlDistributionPoint,
+    CustomExtension, DistinguishedName, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, RevokedCertParams, SanType, SerialNumber,
+    SignatureAlgorithm, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519,
+    PKCS_RSA_SHA256,
 };
 use time::{Duration, OffsetDateTime};
 use x509_parser::asn1_rs::Tag;
@@ -28,6 +29,9 @@ use crate::domain::dns::DnsName;
 const OID_AUTHORITY_INFO_ACCESS: [u64; 9] = [1, 3, 6, 1, 5, 5, 7, 1, 1];
 /// id-ad-caIssuers.
 const OID_CA_ISSUERS: [u64; 9] = [1, 3, 6, 1, 5, 5, 7, 48, 2];
+/// certificatePolicies, and the CA/Browser Forum's domain-validated policy.
+const OID_CERTIFICATE_POLICIES: [u64; 4] = [2, 5, 29, 32];
+const OID_CABF_DOMAIN_VALIDATED: [u64; 6] = [2, 23, 140, 1, 2, 1];
 /// X.520 ub-common-name.
 const MAX_CN_LEN: usize = 64;
 const ROOT_CN_SUFFIX: &str = " Root CA";
@@ -184,6 +188,8 @@ pub struct LeafRequest<'a> {
     pub not_after: OffsetDateTime,
     /// Where relying parties can fetch the issuing CA certificate (AIA).
     pub ca_issuers_url: &'a str,
+    /// Where the issuing CA publishes its CRL (cRLDistributionPoints).
+    pub crl_url: &'a str,
 }
 
 /// Signs leaf certificates with the issuing intermediate's key.
@@ -191,6 +197,8 @@ pub struct LeafRequest<'a> {
 pub struct Signer {
     issuer: Issuer<'static, KeyPair>,
     issuer_not_after: OffsetDateTime,
+    /// The intermediate's subjectKeyIdentifier, for the CRL's AKI.
+    issuer_ski: Vec<u8>,
 }
 
 impl Signer {
@@ -233,11 +241,12 @@ impl Signer {
 
         let mut params = CertificateParams::default();
         params.distinguished_name = rebuild_name(cert.subject()).map_err(|r| bad(&r))?;
-        params.key_identifier_method = KeyIdMethod::PreSpecified(ski);
+        params.key_identifier_method = KeyIdMethod::PreSpecified(ski.clone());
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let signer = Signer {
             issuer: Issuer::new(params, key_pair),
             issuer_not_after: cert.validity().not_after.to_datetime(),
+            issuer_ski: ski,
         };
 
         let mut probe = CertificateParams::default();
@@ -268,6 +277,7 @@ impl Signer {
             });
         }
         let aia = ca_issuers_extension(req.ca_issuers_url)?;
+        check_http_url(req.crl_url)?;
         let key = CsrPublicKey::from_spki(req.spki_der)?;
 
         let mut params = CertificateParams::default();
@@ -297,7 +307,16 @@ impl Signer {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
-        params.custom_extensions = vec![aia];
+        params.crl_distribution_points = vec![CrlDistributionPoint {
+            uris: vec![req.crl_url.to_string()],
+        }];
+        // The BRs require the CA/B Forum policy OID that says how the
+        // names were validated: domain control, here.
+        let policies = der::sequence(&[&der::sequence(&[&der::oid(&OID_CABF_DOMAIN_VALIDATED)])]);
+        params.custom_extensions = vec![
+            aia,
+            CustomExtension::from_oid_content(&OID_CERTIFICATE_POLICIES, policies),
+        ];
 
         let cert = params
             .signed_by(&key, &self.issuer)
@@ -306,9 +325,7 @@ impl Signer {
     }
 }
 
-/// authorityInfoAccess with a single caIssuers URI:
-/// `SEQUENCE { SEQUENCE { id-ad-caIssuers, [6] IA5String url } }`.
-fn ca_issuers_extension(url: &str) -> Result<CustomExtension, SignerError> {
+fn check_http_url(url: &str) -> Result<(), SignerError> {
     let plain = url.bytes().all(|b| b.is_ascii_graphic());
     let lower = url.to_ascii_lowercase();
     let absolute = ["http://", "https://"]
@@ -319,6 +336,54 @@ fn ca_issuers_extension(url: &str) -> Result<CustomExtension, SignerError> {
             url: url.to_owned(),
         });
     }
+    Ok(())
+}
+
+impl Signer {
+    /// The issuing CA's CRL, listing `revoked` serials (hex), valid from
+    /// `this_update` to `next_update`.
+    pub fn sign_crl(
+        &self,
+        number: u64,
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+        revoked: &[(String, OffsetDateTime)],
+    ) -> Result<Vec<u8>, SignerError> {
+        let revoked_certs = revoked
+            .iter()
+            .map(|(serial, at)| {
+                Ok(RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&hex::decode(serial).map_err(|e| {
+                        SignerError::Signing {
+                            reason: format!("serial {serial:?} is not hex: {e}"),
+                        }
+                    })?),
+                    revocation_time: *at,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<Vec<_>, SignerError>>()?;
+        let params = CertificateRevocationListParams {
+            this_update,
+            next_update,
+            crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::PreSpecified(self.issuer_ski.clone()),
+        };
+        Ok(params
+            .signed_by(&self.issuer)
+            .map_err(signing_error)?
+            .der()
+            .to_vec())
+    }
+}
+
+/// authorityInfoAccess with a single caIssuers URI:
+/// `SEQUENCE { SEQUENCE { id-ad-caIssuers, [6] IA5String url } }`.
+fn ca_issuers_extension(url: &str) -> Result<CustomExtension, SignerError> {
+    check_http_url(url)?;
     let access_description = der::sequence(&[
         &der::oid(&OID_CA_ISSUERS),
         &der::tlv(der::tag::GENERAL_NAME_URI, url.as_bytes()),
@@ -430,6 +495,8 @@ mod tests {
         path.to_str().unwrap().to_owned()
     }
 
+    const CRL_URL: &str = "http://desk.example.com/ca/builtin/intermediate.crl";
+
     fn request<'a>(spki: &'a [u8], names: &'a [DnsName]) -> LeafRequest<'a> {
         let now = OffsetDateTime::now_utc();
         LeafRequest {
@@ -438,7 +505,29 @@ mod tests {
             not_before: now - Duration::minutes(5),
             not_after: now + Duration::days(90),
             ca_issuers_url: AIA_URL,
+            crl_url: CRL_URL,
         }
+    }
+
+    #[test]
+    fn crl_is_signed_by_the_intermediate_and_lists_revoked_serials() {
+        let (root, int) = generate_ca("Example Desk").unwrap();
+        let signer = Signer::new(&int).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let der = signer
+            .sign_crl(7, now, now + Duration::days(7), &[("0a1b2c".into(), now)])
+            .unwrap();
+        let (_, crl) =
+            x509_parser::revocation_list::CertificateRevocationList::from_der(&der).unwrap();
+        let (_, int_cert) = X509Certificate::from_der(&int.cert_der).unwrap();
+        crl.verify_signature(int_cert.public_key()).unwrap();
+        assert_eq!(crl.issuer().as_raw(), int_cert.subject().as_raw());
+        let serials: Vec<String> = crl
+            .iter_revoked_certificates()
+            .map(|r| hex::encode(r.raw_serial()))
+            .collect();
+        assert_eq!(serials, ["0a1b2c"]);
+        let _ = root;
     }
 
     #[test]

@@ -7,4 +7,5 @@ mod confidentiality;
 mod config;
 mod durability;
 mod order_flow;
+mod profile;
 mod support;

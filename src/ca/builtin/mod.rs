@@ -74,6 +74,7 @@ pub struct BuiltinCa {
     mailer: Arc<Mailer>,
     master_key: MasterKey,
     notifier: OnceLock<Arc<dyn CaNotifier>>,
+    crl_cache: std::sync::Mutex<Option<(OffsetDateTime, Vec<u8>)>>,
 }
 
 struct KeyFiles {
@@ -176,6 +177,7 @@ impl BuiltinCa {
             mailer,
             master_key: master_key.clone(),
             notifier: OnceLock::new(),
+            crl_cache: std::sync::Mutex::new(None),
         }))
     }
 
@@ -201,6 +203,37 @@ impl BuiltinCa {
             "{}/ca/{ID}/intermediate.crt",
             self.config.public_url.trim_end_matches('/')
         )
+    }
+
+    fn crl_url(&self) -> String {
+        format!(
+            "{}/ca/{ID}/intermediate.crl",
+            self.config.public_url.trim_end_matches('/')
+        )
+    }
+
+    /// The intermediate's CRL, re-signed every hour. Nothing is revoked yet:
+    /// revocation comes with its own feature, and the CRL already tells
+    /// relying parties where to look.
+    pub fn crl(&self) -> Result<Vec<u8>, CaError> {
+        let now = OffsetDateTime::now_utc();
+        let mut cache = self.crl_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((made, der)) = cache.as_ref() {
+            if now - *made < Duration::hours(1) {
+                return Ok(der.clone());
+            }
+        }
+        let der = self
+            .signer
+            .sign_crl(
+                now.unix_timestamp() as u64,
+                now - BACKDATE,
+                now + Duration::days(7),
+                &[],
+            )
+            .map_err(|e| CaError::Transient(format!("cannot sign the CRL: {e}")))?;
+        *cache = Some((now, der.clone()));
+        Ok(der)
     }
 
     fn approval_link(&self, token: &str) -> String {
@@ -234,6 +267,7 @@ impl BuiltinCa {
                 not_before,
                 not_after,
                 ca_issuers_url: &aia,
+                crl_url: &self.crl_url(),
             })
             .map_err(|e| CaError::Refused(format!("signing failed: {e}")))?;
         let meta = metadata(&der)?;

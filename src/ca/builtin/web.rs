@@ -22,6 +22,7 @@ pub fn router(ca: Arc<BuiltinCa>) -> Router {
         .route(&format!("/ca/{ID}/root.pem"), get(root_pem))
         .route(&format!("/ca/{ID}/intermediate.pem"), get(intermediate_pem))
         .route(&format!("/ca/{ID}/intermediate.crt"), get(intermediate_der))
+        .route(&format!("/ca/{ID}/intermediate.crl"), get(crl))
         .route(
             &format!("/ca/{ID}/approve/{{token}}"),
             get(show).post(decide),
@@ -51,6 +52,17 @@ async fn intermediate_der(State(ca): State<Arc<BuiltinCa>>) -> Response {
         ca.intermediate_der.clone(),
     )
         .into_response()
+}
+
+async fn crl(State(ca): State<Arc<BuiltinCa>>) -> Response {
+    match ca.crl() {
+        Ok(der) => ([(header::CONTENT_TYPE, "application/pkix-crl")], der).into_response(),
+        Err(e) => page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "CRL unavailable",
+            &esc(&e.to_string()),
+        ),
+    }
 }
 
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
