@@ -208,7 +208,7 @@ async fn submit_order(desk: &Desk, order_id: &str, attempts: u32) -> Result<Outc
         )
         .await;
     };
-    let request = match ca_request(desk, &order).await {
+    let request = match ca_request(desk, &order).await? {
         Ok(r) => r,
         Err(reason) => return fail_order(desk, &order, reason).await,
     };
@@ -237,23 +237,32 @@ async fn submit_order(desk: &Desk, order_id: &str, attempts: u32) -> Result<Outc
     Ok(Outcome::Done)
 }
 
-async fn ca_request(desk: &Desk, order: &Order) -> Result<CaOrderRequest, String> {
-    let csr_der = pem::parse(&order.csr_pem)
-        .map_err(|e| format!("stored CSR unreadable: {e}"))?
-        .into_contents();
-    let names = order
-        .names
-        .iter()
-        .map(|n| DnsName::parse(n).map_err(|e| e.to_string()))
-        .collect::<Result<Vec<_>, _>>()?;
+/// The request for the CA, or why the stored order cannot make one (a
+/// database error is returned apart, to be retried).
+async fn ca_request(
+    desk: &Desk,
+    order: &Order,
+) -> Result<Result<CaOrderRequest, String>, StoreError> {
     let requester = desk
         .store
         .find_user(&order.created_by)
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .map(|u| u.email)
         .unwrap_or_else(|| order.admin_email.clone());
-    Ok(CaOrderRequest {
+    let csr_der = match pem::parse(&order.csr_pem) {
+        Ok(p) => p.into_contents(),
+        Err(e) => return Ok(Err(format!("stored CSR unreadable: {e}"))),
+    };
+    let names = match order
+        .names
+        .iter()
+        .map(|n| DnsName::parse(n))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(n) => n,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    Ok(Ok(CaOrderRequest {
         desk_order_id: order.id.clone(),
         csr_der,
         names,
@@ -263,7 +272,7 @@ async fn ca_request(desk: &Desk, order: &Order) -> Result<CaOrderRequest, String
         approver_email: order.approver_email.clone(),
         requester,
         language: order.language.clone(),
-    })
+    }))
 }
 
 async fn sync_order(desk: &Desk, order_id: &str) -> Result<Outcome, StoreError> {

@@ -546,7 +546,10 @@ impl OrderStore for SqliteStore {
         let account_id: String = row.try_get("account_id")?;
         let state: String = row.try_get("state")?;
         let current = OrderState::parse(&state).ok_or_else(|| corrupt("order state", &state))?;
-        if !u.from.contains(&current) || !current.can_become(u.to) && current != u.to {
+        // Staying in the same state is allowed (a retried step), any other
+        // move must be one the order's rules permit.
+        let allowed = current == u.to || current.can_become(u.to);
+        if !u.from.contains(&current) || !allowed {
             return Ok(false);
         }
         let cert = u.certificate.as_ref();

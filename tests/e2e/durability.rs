@@ -79,22 +79,23 @@ async fn a_resend_accepted_before_a_crash_is_delivered_exactly_once_after_restar
     assert_eq!(mails.iter().filter(|m| m.is_fulfillment()).count(), 3);
 }
 
-#[tokio::test]
-async fn a_permanent_smtp_refusal_fails_the_request_with_the_servers_reply() {
-    // aiosmtpd refuses a message to a recipient with a 5xx when it has no
-    // valid domain part; the desk refuses such addresses itself, so use a
-    // server that is not SMTP at all: a 5xx greeting from a plain listener.
+/// A listener that greets every connection with `reply` and hangs up: a
+/// mail server refusing service, permanently (5xx) or for now (4xx).
+fn refusing_smtp_server(reply: &'static [u8]) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             use std::io::Write;
             let mut s = stream;
-            let _ = s.write_all(b"554 5.7.1 No SMTP service here: relay denied\r\n");
+            let _ = s.write_all(reply);
         }
     });
-    let url = format!("smtp://127.0.0.1:{port}");
-    let desk = Desk::start(None, &["--validation", "none", "--smtp-url", &url]).await;
+    format!("smtp://127.0.0.1:{port}")
+}
+
+#[tokio::test]
+async fn smtp_5xx_fails_the_request_with_the_servers_reply_and_4xx_is_retried() {
     let dir = tempfile::tempdir().unwrap();
     let (csr_pem, _) = csr(
         dir.path(),
@@ -103,24 +104,38 @@ async fn a_permanent_smtp_refusal_fails_the_request_with_the_servers_reply() {
         "DNS:www.example.com",
         &[],
     );
-    let (_, order, _) = desk
-        .api
-        .post(
-            "/api/v1/orders",
-            Some(&order_body(&csr_pem, "it@example.com", None)),
-        )
-        .await;
-    let id = order["id"].as_str().unwrap();
-    let o = desk
-        .wait_order(id, |o| {
-            o["email_requests"]
-                .as_array()
-                .is_some_and(|r| r.iter().any(|r| r["state"] == "failed"))
-        })
-        .await;
-    let error = o["email_requests"][0]["error"].as_str().unwrap();
-    assert!(
-        error.contains("554") || error.contains("relay denied"),
-        "the server's reply is shown: {error}"
-    );
+    for (reply, state, shown) in [
+        (&b"554 5.7.1 relay denied\r\n"[..], "failed", "relay denied"),
+        (
+            &b"421 4.3.2 try again later\r\n"[..],
+            "queued",
+            "will retry",
+        ),
+    ] {
+        let url = refusing_smtp_server(reply);
+        let desk = Desk::start(None, &["--validation", "none", "--smtp-url", &url]).await;
+        let (_, order, _) = desk
+            .api
+            .post(
+                "/api/v1/orders",
+                Some(&order_body(&csr_pem, "it@example.com", None)),
+            )
+            .await;
+        let id = order["id"].as_str().unwrap();
+        let o = desk
+            .wait_order(id, |o| {
+                o["email_requests"].as_array().is_some_and(|r| {
+                    r.iter().any(|r| {
+                        r["state"] == state
+                            && r["error"].as_str().is_some_and(|e| e.contains(shown))
+                    })
+                })
+            })
+            .await;
+        let error = o["email_requests"][0]["error"].as_str().unwrap();
+        assert!(
+            error.contains(&String::from_utf8_lossy(&reply[..3]).to_string()),
+            "the server's reply is shown: {error}"
+        );
+    }
 }
