@@ -8,9 +8,11 @@
 pub mod ca;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod domain;
 pub mod http;
+pub mod i18n;
 pub mod mail;
 pub mod pki;
 pub mod server;

@@ -170,13 +170,18 @@ impl Mail {
         String::from_utf8(body.clone()).unwrap()
     }
 
+    /// In English or Italian, as the order's language says.
     pub fn is_fulfillment(&self) -> bool {
         self.subject.starts_with("Your SSL certificate for")
+            || self.subject.starts_with("Il tuo certificato SSL per")
     }
 
     pub fn is_approval(&self) -> bool {
         self.subject
             .starts_with("Approve the SSL certificate request")
+            || self
+                .subject
+                .starts_with("Approva la richiesta di certificato SSL")
     }
 
     pub fn approval_link(&self) -> String {

@@ -51,6 +51,8 @@ pub struct LedgerOrder {
     pub admin_name: String,
     pub approver_email: Option<EmailAddress>,
     pub requester: EmailAddress,
+    /// The order's language ("en" or "it"), for the emails.
+    pub language: String,
     pub state: LedgerState,
     pub approval_token_sealed: Option<Vec<u8>>,
     pub approval_expires_at: Option<OffsetDateTime>,
@@ -83,6 +85,7 @@ fn order_from_row(r: &SqliteRow) -> Result<LedgerOrder, sqlx::Error> {
             .map(|a| EmailAddress::parse(&a).map_err(|_| corrupt("approver")))
             .transpose()?,
         requester: email("requester")?,
+        language: r.try_get("language")?,
         state: LedgerState::parse(&state).ok_or_else(|| corrupt("state"))?,
         approval_token_sealed: r.try_get("approval_token_sealed")?,
         approval_expires_at: r

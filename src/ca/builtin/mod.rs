@@ -18,6 +18,7 @@ use time::{Duration, OffsetDateTime};
 use super::*;
 use crate::crypto::{random_token, sha256, MasterKey};
 use crate::domain::order::IssuedMetadata;
+use crate::i18n::Lang;
 use crate::mail::{self, templates, MailError, Mailer};
 use crate::pki::cert::{inspect_der, pem_encode_cert};
 use crate::pki::csr::{decode_csr, CsrPolicy};
@@ -530,6 +531,7 @@ impl CertificateAuthority for BuiltinCa {
                     .unwrap_or_else(OffsetDateTime::now_utc),
                 ca_name: &self.config.name,
             },
+            Lang::parse(&order.language).unwrap_or_default(),
         )
         .map_err(mail_err)?;
         self.mailer.send(message).await.map_err(mail_err)
@@ -580,6 +582,7 @@ impl CertificateAuthority for BuiltinCa {
                 certificate_pem: &cert_pem,
                 chain_pem: &chain_pem,
             },
+            Lang::parse(&order.language).unwrap_or_default(),
         )
         .map_err(mail_err)?;
         self.mailer.send(message).await.map_err(mail_err)
