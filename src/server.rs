@@ -95,7 +95,8 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let app = crate::http::app(desk.clone(), Some(&builtin));
+    let secure_cookies = settings.public_url.starts_with("https://");
+    let app = crate::http::app(desk.clone(), Some(&builtin), secure_cookies);
     tracing::info!(
         "certdesk listening on http://{} (public URL {}); built-in CA at {}",
         listener.local_addr()?,

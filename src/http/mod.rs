@@ -15,9 +15,14 @@ use crate::service::Desk;
 /// Requests are small JSON documents; a CSR with 100 names fits well within this.
 const MAX_BODY: usize = 256 * 1024;
 
-pub fn app(desk: Arc<Desk>, builtin: Option<&Arc<BuiltinCa>>) -> Router {
+pub fn app(desk: Arc<Desk>, builtin: Option<&Arc<BuiltinCa>>, secure_cookies: bool) -> Router {
     let mut app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/console") }),
+        )
+        .merge(crate::console::router(desk.clone(), secure_cookies))
         .merge(api::router(desk));
     if let Some(ca) = builtin {
         app = app.merge(ca.router());

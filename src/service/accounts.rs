@@ -1,6 +1,8 @@
 //! Accounts, users, API tokens and the first administrator.
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 
 use super::*;
@@ -17,6 +19,36 @@ pub fn hash_password(password: &str) -> String {
         .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
         .expect("argon2id hashing with default parameters cannot fail")
         .to_string()
+}
+
+/// The user whose email and password these are. Unknown addresses cost the
+/// same time as wrong passwords, so timing does not reveal who has an account.
+pub async fn verify_password(
+    store: &dyn Store,
+    email: &str,
+    password: &str,
+) -> ServiceResult<Option<User>> {
+    static DUMMY: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| hash_password("not a password"));
+    let found = store.find_user_by_email(email.trim()).await?;
+    let (user, hash) = match &found {
+        Some((u, Some(h))) => (Some(u.clone()), h.clone()),
+        _ => (None, DUMMY.clone()),
+    };
+    let password = password.to_string();
+    // Argon2 takes tens of milliseconds: keep it off the async threads.
+    let ok = tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash)
+            .map(|h| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &h)
+                    .is_ok()
+            })
+            .unwrap_or(false)
+    })
+    .await
+    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    Ok(user.filter(|_| ok))
 }
 
 pub fn new_api_token() -> String {

@@ -63,6 +63,8 @@ pub struct ListQuery {
     pub domain: Option<String>,
     pub cursor: Option<String>,
     pub limit: Option<u32>,
+    /// `newest` (default) or `oldest`.
+    pub sort: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -342,6 +344,17 @@ impl Desk {
             Some(c) => Some(decode_cursor(c)?),
             None => None,
         };
+        let oldest_first = match q.sort.as_deref().filter(|s| !s.is_empty()) {
+            None | Some("newest") => false,
+            Some("oldest") => true,
+            Some(other) => {
+                return Err(ServiceError::invalid(
+                    "sort",
+                    "unknown_sort",
+                    format!("unknown sort {other:?}; use newest or oldest"),
+                ))
+            }
+        };
         let limit = q.limit.unwrap_or(50);
         if !(1..=200).contains(&limit) {
             return Err(ServiceError::invalid(
@@ -355,7 +368,11 @@ impl Desk {
             .store
             .list_orders(
                 &actor.account_id,
-                &OrderFilter { state, domain },
+                &OrderFilter {
+                    state,
+                    domain,
+                    oldest_first,
+                },
                 after.as_ref(),
                 limit + 1,
             )

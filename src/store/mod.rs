@@ -121,6 +121,8 @@ pub struct OrderFilter {
     pub state: Option<OrderState>,
     /// A name on the order, or the registrable domain of one.
     pub domain: Option<String>,
+    /// Oldest first instead of newest first.
+    pub oldest_first: bool,
 }
 
 /// Position after the last order of a page (keyset paging, newest first).
@@ -238,6 +240,13 @@ pub trait EmailRequestStore: Send + Sync {
     ) -> StoreResult<EmailRequestOutcome>;
     async fn get_email_request(&self, request_id: &str) -> StoreResult<Option<EmailRequest>>;
     async fn list_email_requests(&self, order_id: &str) -> StoreResult<Vec<EmailRequest>>;
+    /// The newest request of `kind` for each of the orders (one query for a
+    /// page of orders).
+    async fn latest_email_requests(
+        &self,
+        order_ids: &[String],
+        kind: crate::domain::order::EmailKind,
+    ) -> StoreResult<Vec<EmailRequest>>;
     async fn set_email_request_state(
         &self,
         request_id: &str,
@@ -268,6 +277,28 @@ pub trait JobQueue: Send + Sync {
     async fn release_all_leases(&self) -> StoreResult<u64>;
 }
 
+/// A console sign-in.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user: User,
+    pub csrf_token: String,
+    pub expires_at: OffsetDateTime,
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn create_session(
+        &self,
+        token_hash: &[u8],
+        user_id: &str,
+        csrf_token: &str,
+        expires_at: OffsetDateTime,
+    ) -> StoreResult<()>;
+    /// The session, if it exists and has not expired.
+    async fn find_session(&self, token_hash: &[u8]) -> StoreResult<Option<Session>>;
+    async fn delete_session(&self, token_hash: &[u8]) -> StoreResult<()>;
+}
+
 #[async_trait]
 pub trait AuditLog: Send + Sync {
     async fn recent_audit_events(
@@ -278,8 +309,14 @@ pub trait AuditLog: Send + Sync {
 }
 
 /// Everything the desk persists.
-pub trait Store: AccountStore + OrderStore + EmailRequestStore + JobQueue + AuditLog {}
-impl<T: AccountStore + OrderStore + EmailRequestStore + JobQueue + AuditLog> Store for T {}
+pub trait Store:
+    AccountStore + OrderStore + EmailRequestStore + JobQueue + AuditLog + SessionStore
+{
+}
+impl<T: AccountStore + OrderStore + EmailRequestStore + JobQueue + AuditLog + SessionStore> Store
+    for T
+{
+}
 
 pub fn now_ms() -> i64 {
     (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64

@@ -505,10 +505,17 @@ impl OrderStore for SqliteStore {
                    UNION SELECT order_id FROM order_names WHERE account_id = ? AND registrable = ?)",
             );
         }
+        let (cmp, dir) = if filter.oldest_first {
+            (">", "ASC")
+        } else {
+            ("<", "DESC")
+        };
         if after.is_some() {
-            sql.push_str(" AND (o.created_at < ? OR (o.created_at = ? AND o.id < ?))");
+            sql.push_str(&format!(
+                " AND (o.created_at {cmp} ? OR (o.created_at = ? AND o.id {cmp} ?))"
+            ));
         }
-        sql.push_str(" ORDER BY o.created_at DESC, o.id DESC LIMIT ?");
+        sql.push_str(&format!(" ORDER BY o.created_at {dir}, o.id {dir} LIMIT ?"));
         let mut q = sqlx::query(&sql).bind(account_id);
         if let Some(state) = filter.state {
             q = q.bind(state.as_str());
@@ -670,6 +677,29 @@ impl EmailRequestStore for SqliteStore {
         rows.iter().map(email_request_from_row).collect()
     }
 
+    async fn latest_email_requests(
+        &self,
+        order_ids: &[String],
+        kind: EmailKind,
+    ) -> StoreResult<Vec<EmailRequest>> {
+        if order_ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let marks = vec!["?"; order_ids.len()].join(", ");
+        let sql = format!(
+            "SELECT {EMAIL_COLUMNS} FROM email_requests e
+             WHERE e.kind = ? AND e.order_id IN ({marks})
+               AND e.created_at = (SELECT MAX(created_at) FROM email_requests
+                                   WHERE order_id = e.order_id AND kind = e.kind)"
+        );
+        let mut q = sqlx::query(&sql).bind(kind.as_str());
+        for id in order_ids {
+            q = q.bind(id);
+        }
+        let rows = q.fetch_all(&self.read).await?;
+        rows.iter().map(email_request_from_row).collect()
+    }
+
     async fn set_email_request_state(
         &self,
         request_id: &str,
@@ -781,6 +811,66 @@ impl JobQueue for SqliteStore {
                 .await?
                 .rows_affected(),
         )
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn create_session(
+        &self,
+        token_hash: &[u8],
+        user_id: &str,
+        csrf_token: &str,
+        expires_at: OffsetDateTime,
+    ) -> StoreResult<()> {
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        // Sign-ins are rare: a good moment to drop expired sessions.
+        sqlx::query("DELETE FROM sessions WHERE expires_at < ?")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, csrf_token, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(csrf_token)
+        .bind(now)
+        .bind(to_ms(expires_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn find_session(&self, token_hash: &[u8]) -> StoreResult<Option<Session>> {
+        let row = sqlx::query(
+            "SELECT u.id, u.account_id, u.email, u.role, s.csrf_token, s.expires_at
+             FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.token_hash = ? AND s.expires_at > ?",
+        )
+        .bind(token_hash)
+        .bind(now_ms())
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| {
+            Ok(Session {
+                user: user_from_row(&r)?,
+                csrf_token: r.try_get("csrf_token")?,
+                expires_at: from_ms(r.try_get("expires_at")?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_session(&self, token_hash: &[u8]) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+            .bind(token_hash)
+            .execute(&self.write)
+            .await?;
+        Ok(())
     }
 }
 

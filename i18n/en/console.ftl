@@ -1,0 +1,115 @@
+nav-main = Main navigation
+nav-security = Security
+nav-ssl = SSL
+nav-orders = Orders
+nav-sign-out = Sign out
+
+login-title = Sign in to certdesk
+login-email = Email
+login-password = Password
+login-submit = Sign in
+login-failed = The email or password is not correct.
+
+back-to-orders = Back to SSL orders
+error-title = Something went wrong
+error-not-found = Not found
+error-forbidden = Not allowed
+error-order-not-found = There is no such order in your account.
+error-viewer = Your role can look at orders but not place, cancel or resend them.
+error-internal = The desk hit an internal error. Please try again; the log has the details.
+error-csrf = This form has expired or did not come from the console. Reload the page and try again.
+
+state-submitted = Pending CA approval
+state-pending_approval = Pending CA approval
+state-issued = Complete
+state-declined = Declined
+state-cancelled = Cancelled
+state-failed = Failed
+
+email-state-queued = queued
+email-state-forwarded = forwarded to the CA
+email-state-sent = sent
+email-state-failed = failed
+
+orders-title = SSL orders
+orders-new = Order a certificate
+orders-filter-status = Status
+orders-filter-any = Any status
+orders-filter-domain = Domain
+orders-sort = Sort
+orders-sort-newest = Newest first
+orders-sort-oldest = Oldest first
+orders-filter-apply = Apply
+orders-none-match = No order matches these filters.
+orders-clear-filters = Show all orders
+orders-empty-title = No certificates ordered yet
+orders-empty-body = Create a CSR on your server (for example with openssl req), then order a certificate: the CA checks the domain with its administrator and emails the certificate to the address you give.
+
+col-domain = Domain
+col-status = Status
+col-ca = CA
+col-created = Ordered
+col-expires = Expires
+col-email = Email
+email-send = Send
+
+pager = Pages
+pager-first = First page
+pager-next = Next page
+
+resend-title = Resend the fulfillment email?
+resend-recipient-intro = The certificate and its details will be emailed again to the domain administrator given when it was ordered:
+resend-ca-intro = The request goes to
+resend-confirm = Resend email
+cancel = Cancel
+resend-notice = Fulfillment email requested from { $ca }; it will be sent to { $address }.
+approval-notice = Approval email requested from { $ca }; it will be sent to { $address }.
+resend-rate-limited = This email has been requested too often in the last hour. The next resend is possible in { $wait } (at { $time }).
+
+detail-order = Order
+detail-id = Order ID
+detail-names = Names
+detail-key = Key
+detail-validity = Validity
+days = days
+detail-admin = Domain administrator
+detail-approver = Approver
+detail-language = Email language
+detail-failure = Problem
+detail-certificate = Certificate
+detail-serial = Serial number
+detail-not-before = Valid from
+detail-not-after = Valid until
+detail-fingerprint = SHA-256 fingerprint
+detail-issuer = Issuer
+detail-not-stored = The desk keeps only these public details; the certificate itself was emailed to the domain administrator.
+detail-actions = Actions
+detail-resend-approval = Resend approval email
+detail-cancel = Cancel order
+detail-cancel-confirm = Cancel this order? The approver's link will stop working.
+detail-emails = Emails
+detail-no-emails = No email has been sent for this order yet.
+req-kind = Email
+req-recipient = To
+req-state = State
+req-when = Requested
+req-kind-approval-initial = Approval request
+req-kind-approval-resend = Approval request (resent)
+req-kind-fulfillment-initial = Certificate
+req-kind-fulfillment-resend = Certificate (resent)
+
+new-title = Order a certificate
+new-csr = Certificate signing request (CSR)
+new-csr-hint = Paste the PEM text or upload the file. It is checked as you paste it.
+new-csr-upload = Upload a CSR file
+new-check = Check the CSR
+csr-subject = Subject
+new-days = Validity (days)
+new-days-invalid = Enter a whole number of days.
+new-approver = Approver
+new-approver-hint = The CA asks this address to approve the order. Only the domain's administrative addresses are allowed.
+new-approver-choose = Choose an address…
+new-admin-name = Administrator's name
+new-admin-email = Administrator's email (receives the certificate)
+new-language = Language of the emails
+new-submit = Place order
