@@ -62,7 +62,7 @@ macro_rules! ftl {
 }
 
 /// Every translation file; adding one is one line here.
-const FILES: &[(&str, [&str; 2])] = &[ftl!("emails"), ftl!("console")];
+const FILES: &[(&str, [&str; 2])] = &[ftl!("emails"), ftl!("console"), ftl!("ca")];
 
 type Bundle = FluentBundle<FluentResource>;
 

@@ -7,15 +7,16 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Form, Router};
 use html_escape::encode_text as esc;
 use serde::Deserialize;
 
-use super::{BuiltinCa, Decision, LedgerState, ID};
+use super::{BuiltinCa, Decision, LedgerOrder, LedgerState, ID};
 use crate::crypto::sha256;
+use crate::i18n::{t, t_args, Lang};
 
 pub fn router(ca: Arc<BuiltinCa>) -> Router {
     Router::new()
@@ -57,87 +58,132 @@ async fn intermediate_der(State(ca): State<Arc<BuiltinCa>>) -> Response {
 async fn crl(State(ca): State<Arc<BuiltinCa>>) -> Response {
     match ca.crl() {
         Ok(der) => ([(header::CONTENT_TYPE, "application/pkix-crl")], der).into_response(),
-        Err(e) => page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "CRL unavailable",
-            &esc(&e.to_string()),
-        ),
+        Err(e) => {
+            tracing::error!(error = %e, "CRL unavailable");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
     }
 }
 
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
+/// A page styled like the console (its stylesheet, no inline style or
+/// script), in `lang`.
+fn page(lang: Lang, status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+        "<!doctype html><html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<title>{title}</title><style>\
-body{{font-family:system-ui,sans-serif;background:#f4f6f8;color:#1f2933;margin:0}}\
-main{{max-width:40rem;margin:3rem auto;background:#fff;padding:2rem;border-radius:8px;box-shadow:0 1px 3px #0002}}\
-h1{{font-size:1.4rem;margin-top:0}}dt{{font-weight:600;margin-top:.6rem}}dd{{margin:0}}\
-button{{font-size:1rem;padding:.6rem 1.2rem;border-radius:6px;border:1px solid #888;cursor:pointer;margin-right:.6rem}}\
-.approve{{background:#1a7f37;color:#fff;border-color:#1a7f37}}.note{{color:#52606d}}\
-</style></head><body><main><h1>{title}</h1>{body}</main></body></html>",
+<title>{title} · certdesk</title><link rel=\"stylesheet\" href=\"/assets/certdesk.css\"></head>\
+<body><header class=\"topbar\"><span class=\"brand\">cert<span>desk</span></span></header>\
+<main><section class=\"card narrow approval\"><h1>{title}</h1>{body}</section></main></body></html>",
+        lang = lang.as_str(),
         title = esc(title)
     );
-    (status, Html(html)).into_response()
+    let mut res = (status, Html(html)).into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; script-src 'none'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
 }
 
-fn gone(state: LedgerState) -> Response {
-    let what = match state {
-        LedgerState::Issued => "approved; the certificate has been issued",
-        LedgerState::Declined => "declined",
-        LedgerState::Cancelled => "cancelled by the requester",
-        LedgerState::Pending => "still pending",
-    };
+fn message(lang: Lang, status: StatusCode, title: &str, body: &str) -> Response {
     page(
-        StatusCode::GONE,
-        "This request has already been decided",
-        &format!("<p>This certificate request was {what}. The link cannot be used again.</p>"),
+        lang,
+        status,
+        &t(lang, title),
+        &format!("<p id=\"ca-message\">{}</p>", esc(&t(lang, body))),
     )
 }
 
-async fn show(State(ca): State<Arc<BuiltinCa>>, Path(token): Path<String>) -> Response {
+fn gone(lang: Lang, state: LedgerState) -> Response {
+    let body = match state {
+        LedgerState::Issued | LedgerState::Pending => "ca-decided-issued",
+        LedgerState::Declined => "ca-decided-declined",
+        LedgerState::Cancelled => "ca-decided-cancelled",
+    };
+    message(lang, StatusCode::GONE, "ca-decided-title", body)
+}
+
+fn order_lang(order: &LedgerOrder) -> Lang {
+    Lang::parse(&order.language).unwrap_or_default()
+}
+
+fn browser_lang(headers: &HeaderMap) -> Lang {
+    crate::i18n::negotiate(
+        headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+    )
+}
+
+async fn show(
+    State(ca): State<Arc<BuiltinCa>>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let order = match ca
         .ledger
         .find_by_token_hash(&sha256(token.as_bytes()))
         .await
     {
         Ok(Some(o)) => o,
-        Ok(None) => return unknown(),
-        Err(e) => return unavailable(e),
+        Ok(None) => return unknown(browser_lang(&headers)),
+        Err(e) => return unavailable(browser_lang(&headers), e),
     };
+    let lang = order_lang(&order);
     if order.state != LedgerState::Pending {
-        return gone(order.state);
+        return gone(lang, order.state);
     }
     if order
         .approval_expires_at
         .is_some_and(|t| t < time::OffsetDateTime::now_utc())
     {
-        return expired();
+        return message(
+            lang,
+            StatusCode::GONE,
+            "ca-expired-title",
+            "ca-expired-body",
+        );
     }
     let names: String = order
         .names
         .iter()
         .map(|n| format!("<li><code>{}</code></li>", esc(n)))
         .collect();
+    let days = order.days.min(ca.config.max_days).to_string();
     let body = format!(
-        "<p>{ca_name} has been asked to issue an SSL/TLS certificate. As an administrator of the \
-domain, you decide whether it may.</p>\
-<dl><dt>Names on the certificate</dt><dd><ul>{names}</ul></dd>\
-<dt>Requested by</dt><dd>{requester}</dd>\
-<dt>The certificate will be sent to</dt><dd>{admin} ({admin_name})</dd>\
-<dt>Order</dt><dd><code>{order}</code></dd>\
-<dt>Validity</dt><dd>{days} days</dd></dl>\
-<form method=\"post\"><button class=\"approve\" name=\"decision\" value=\"approve\">Approve</button>\
-<button name=\"decision\" value=\"decline\">Decline</button></form>\
-<p class=\"note\">Approve only if you expect this request. This link works once.</p>",
-        ca_name = esc(&ca.config.name),
+        "<p>{intro}</p>\
+<dl class=\"facts\"><dt>{t_names}</dt><dd><ul class=\"names\" id=\"ca-names\">{names}</ul></dd>\
+<dt>{t_requester}</dt><dd id=\"ca-requester\">{requester}</dd>\
+<dt>{t_sent_to}</dt><dd>{admin_name} &lt;{admin}&gt;</dd>\
+<dt>{t_order}</dt><dd><code>{order}</code></dd>\
+<dt>{t_validity}</dt><dd>{validity}</dd></dl>\
+<form method=\"post\" class=\"actions\"><button class=\"primary\" name=\"decision\" value=\"approve\" id=\"approve\">{approve}</button>\
+<button name=\"decision\" value=\"decline\" id=\"decline\">{decline}</button></form>\
+<p class=\"muted small\">{note}</p>",
+        intro = esc(&t_args(lang, "ca-approve-intro", &[("ca", &ca.config.name)])),
+        t_names = esc(&t(lang, "ca-names")),
+        t_requester = esc(&t(lang, "ca-requested-by")),
+        t_sent_to = esc(&t(lang, "ca-sent-to")),
+        t_order = esc(&t(lang, "ca-order")),
+        t_validity = esc(&t(lang, "ca-validity")),
         requester = esc(order.requester.as_str()),
         admin = esc(order.admin_email.as_str()),
         admin_name = esc(&order.admin_name),
         order = esc(&order.desk_order_id),
-        days = order.days.min(ca.config.max_days),
+        validity = esc(&t_args(lang, "ca-days", &[("days", &days)])),
+        approve = esc(&t(lang, "ca-approve")),
+        decline = esc(&t(lang, "ca-decline")),
+        note = esc(&t(lang, "ca-note")),
     );
-    page(StatusCode::OK, "Approve a certificate request", &body)
+    page(lang, StatusCode::OK, &t(lang, "ca-approve-title"), &body)
 }
 
 #[derive(Deserialize)]
@@ -148,66 +194,85 @@ struct DecisionForm {
 async fn decide(
     State(ca): State<Arc<BuiltinCa>>,
     Path(token): Path<String>,
+    headers: HeaderMap,
     Form(form): Form<DecisionForm>,
 ) -> Response {
+    // The order's language, when the link is known.
+    let lang = match ca
+        .ledger
+        .find_by_token_hash(&sha256(token.as_bytes()))
+        .await
+    {
+        Ok(Some(o)) => order_lang(&o),
+        _ => browser_lang(&headers),
+    };
     let approve = match form.decision.as_str() {
         "approve" => true,
         "decline" => false,
         _ => {
-            return page(
+            return message(
+                lang,
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "Choose approve or decline",
-                "<p>The form must say <code>approve</code> or <code>decline</code>.</p>",
+                "ca-choose-title",
+                "ca-choose-body",
             )
         }
     };
     match ca.decide(&token, approve).await {
         Ok(Decision::Approved(meta)) => page(
+            lang,
             StatusCode::OK,
-            "Approved",
+            &t(lang, "ca-approved-title"),
             &format!(
-                "<p>Thank you. The certificate has been issued (serial <code>{}</code>) and sent to \
-the domain administrator.</p>",
-                esc(&meta.serial)
+                "<p id=\"ca-message\">{}</p>",
+                esc(&t_args(
+                    lang,
+                    "ca-approved-body",
+                    &[("serial", &meta.serial)]
+                ))
             ),
         ),
-        Ok(Decision::Declined) => page(
+        Ok(Decision::Declined) => message(
+            lang,
             StatusCode::OK,
-            "Declined",
-            "<p>The request has been declined. No certificate will be issued.</p>",
+            "ca-declined-title",
+            "ca-declined-body",
         ),
-        Ok(Decision::AlreadyDecided(state)) => gone(state),
-        Ok(Decision::Expired) => expired(),
-        Ok(Decision::UnknownLink) => unknown(),
-        Err(e) => page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Not decided yet",
-            &format!("<p>The decision could not be recorded: {}. Please try again.</p>", esc(&e.to_string())),
+        Ok(Decision::AlreadyDecided(state)) => gone(lang, state),
+        Ok(Decision::Expired) => message(
+            lang,
+            StatusCode::GONE,
+            "ca-expired-title",
+            "ca-expired-body",
         ),
+        Ok(Decision::UnknownLink) => unknown(lang),
+        Err(e) => {
+            tracing::warn!(error = %e, "an approval could not be recorded");
+            message(
+                lang,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ca-unavailable-title",
+                "ca-unavailable-body",
+            )
+        }
     }
 }
 
-fn unknown() -> Response {
-    page(
+fn unknown(lang: Lang) -> Response {
+    message(
+        lang,
         StatusCode::NOT_FOUND,
-        "Unknown approval link",
-        "<p>This approval link is not valid. Check that it was copied whole.</p>",
+        "ca-unknown-title",
+        "ca-unknown-body",
     )
 }
 
-fn expired() -> Response {
-    page(
-        StatusCode::GONE,
-        "This approval link has expired",
-        "<p>Ask the requester to send the approval email again; it will carry a new link.</p>",
-    )
-}
-
-fn unavailable(e: sqlx::Error) -> Response {
+fn unavailable(lang: Lang, e: sqlx::Error) -> Response {
     tracing::error!(error = %e, "CA ledger unavailable");
-    page(
+    message(
+        lang,
         StatusCode::SERVICE_UNAVAILABLE,
-        "Temporarily unavailable",
-        "<p>Please try again in a moment.</p>",
+        "ca-unavailable-title",
+        "ca-unavailable-body",
     )
 }
