@@ -5,6 +5,7 @@ mod bad_input;
 mod cli_flow;
 mod confidentiality;
 mod config;
+mod console_http;
 mod durability;
 mod order_flow;
 mod profile;
