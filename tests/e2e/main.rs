@@ -2,9 +2,11 @@
 //! One binary for all of them (faster to build than one per file).
 
 mod bad_input;
+mod browser;
 mod cli_flow;
 mod confidentiality;
 mod config;
+mod console_browser;
 mod console_http;
 mod durability;
 mod order_flow;

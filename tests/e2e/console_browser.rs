@@ -1,0 +1,257 @@
+//! The console in real headless Chromium: what a person sees and clicks.
+//! The screenshots in docs/screenshots/ come from these tests.
+
+use std::time::Duration;
+
+use fantoccini::key::Key;
+
+use crate::browser::Browser;
+use crate::console_http::set_password;
+use crate::support::*;
+
+const PASSWORD: &str = "a long enough password";
+
+async fn sign_in(b: &Browser, desk: &Desk, email: &str, password: &str) {
+    b.goto(&format!("{}/console", desk.url)).await;
+    b.wait_for("#sign-in").await;
+    b.fill("#email", email).await;
+    b.fill("#password", password).await;
+    b.click("#sign-in").await;
+}
+
+async fn dialog_open(b: &Browser) -> bool {
+    b.attr_of("#resend-dialog", "open").await.is_some()
+}
+
+#[tokio::test]
+async fn order_in_the_console_approve_and_resend_the_fulfillment_email_from_the_orders_screen() {
+    let smtp = SmtpServer::start();
+    let desk = Desk::start(Some(&smtp), &[]).await;
+    set_password(&desk, "admin@localhost", PASSWORD);
+    let dir = tempfile::tempdir().unwrap();
+    let (csr_pem, _) = csr(
+        dir.path(),
+        "ec:P-256",
+        "www.example.com",
+        "DNS:www.example.com,DNS:example.com",
+        &[],
+    );
+
+    let b = Browser::start().await;
+    b.desktop().await;
+    // A wrong password first: one message, naming neither part.
+    sign_in(&b, &desk, "admin@localhost", "not the password").await;
+    b.wait_for_text("#login-error", "The email or password is not correct.")
+        .await;
+    sign_in(&b, &desk, "admin@localhost", PASSWORD).await;
+    b.wait_for("#orders-empty").await;
+    assert!(b
+        .text_of("#orders-empty")
+        .await
+        .contains("No certificates ordered yet"));
+
+    // Security › SSL › Orders is in the navigation.
+    b.click("#menu-security summary").await;
+    assert_eq!(b.text_of("#nav-ssl-orders").await, "Orders");
+
+    // The order form decodes the CSR as it is pasted, and offers the approvers.
+    b.click("#new-order").await;
+    b.fill("#csr", "not a CSR").await;
+    b.wait_for_text("#csr-error", "not readable PEM").await;
+    b.fill("#csr", &csr_pem).await;
+    b.wait_for_text("#csr-names", "www.example.com, example.com")
+        .await;
+    assert_eq!(b.text_of("#csr-key").await, "ECDSA P-256");
+    b.wait_for("#approver_email option[value='hostmaster@example.com']")
+        .await;
+    b.select("#approver_email", "hostmaster@example.com").await;
+    b.fill("#admin_name", "Web Team").await;
+    b.fill("#admin_email", "not-an-address").await;
+    b.screenshot("order-form").await;
+    b.click("#place-order").await;
+    // Errors show next to their field; the form keeps what was typed.
+    b.wait_for_text("#admin-email-error", "@").await;
+    b.fill("#admin_email", "webteam@example.com").await;
+    b.select("#approver_email", "hostmaster@example.com").await;
+    b.click("#place-order").await;
+    b.wait_for_text("#order-status", "Pending CA approval")
+        .await;
+    assert!(b
+        .text_of("#admin-contact")
+        .await
+        .contains("webteam@example.com"));
+    let order_url = b.url().await;
+    let id = order_url.rsplit('/').next().unwrap().to_string();
+
+    // The approver approves from the link in the email, on a page styled like the console.
+    let approval = smtp.wait_for(1, |m| m.is_approval()).await.remove(0);
+    assert_eq!(approval.to, "hostmaster@example.com");
+    b.goto(&approval.approval_link()).await;
+    assert!(b.text_of("#ca-names").await.contains("example.com"));
+    b.screenshot("approval-page").await;
+    b.click("#approve").await;
+    b.wait_for_text("#ca-message", "issued").await;
+    desk.wait_order_state(&id, "issued").await;
+    smtp.wait_for(1, |m| m.is_fulfillment()).await;
+
+    // SSL › Orders: Complete, with Send in the Email column.
+    b.goto(&format!("{}/console/ssl/orders", desk.url)).await;
+    let row = format!("#order-{id}");
+    b.wait_for_text(&format!("{row} .badge"), "Complete").await;
+    b.wait_for_text(&format!("{row} .email-state"), "sent")
+        .await;
+
+    // Send → the dialog shows the administrator given at order time; Cancel sends nothing.
+    b.click(&format!("{row} button.send")).await;
+    assert!(dialog_open(&b).await);
+    assert_eq!(b.text_of("#resend-recipient").await, "webteam@example.com");
+    assert_eq!(b.text_of("#resend-ca").await, "certdesk built-in CA");
+    b.click("#resend-cancel").await;
+    assert!(!dialog_open(&b).await);
+    // Escape closes it too.
+    b.click(&format!("{row} button.send")).await;
+    assert!(dialog_open(&b).await);
+    b.client
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys(&char::from(Key::Escape).to_string())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!dialog_open(&b).await, "Escape closes the dialog");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        smtp.messages()
+            .iter()
+            .filter(|m| m.is_fulfillment())
+            .count(),
+        1,
+        "cancel sent nothing"
+    );
+
+    // Resend email: the notice names the CA and the address; the row follows the request.
+    b.click(&format!("{row} button.send")).await;
+    b.screenshot("resend-dialog").await;
+    b.click("#resend-confirm").await;
+    b.wait_for_text("#notice", "Fulfillment email requested from certdesk built-in CA; it will be sent to webteam@example.com.").await;
+    assert!(!dialog_open(&b).await);
+    let mails = smtp.wait_for(2, |m| m.is_fulfillment()).await;
+    assert!(mails.iter().all(|m| m.to == "webteam@example.com"));
+    b.wait_for_text(&format!("{row} .email-state"), "sent")
+        .await;
+    b.screenshot("orders").await;
+    b.phone().await;
+    b.screenshot("orders-phone").await;
+    b.desktop().await;
+
+    // The order page shows the history of both emails.
+    b.goto(&order_url).await;
+    let history = b.text_of("#email-requests").await;
+    assert!(
+        history.contains("Approval request") && history.contains("Certificate (resent)"),
+        "{history}"
+    );
+    b.close().await;
+}
+
+#[tokio::test]
+async fn italian_console_says_invia_and_invia_nuovamente_email() {
+    let smtp = SmtpServer::start();
+    let desk = Desk::start(Some(&smtp), &["--validation", "none"]).await;
+    set_password(&desk, "admin@localhost", PASSWORD);
+    let dir = tempfile::tempdir().unwrap();
+    let (csr_pem, _) = csr(
+        dir.path(),
+        "ec:P-256",
+        "negozio.example.it",
+        "DNS:negozio.example.it",
+        &[],
+    );
+    let mut body = order_body(&csr_pem, "tecnico@example.it", None);
+    body["language"] = serde_json::json!("it");
+    let (_, o, _) = desk.api.post("/api/v1/orders", Some(&body)).await;
+    let id = o["id"].as_str().unwrap().to_string();
+    desk.wait_order_state(&id, "issued").await;
+    let mail = smtp.wait_for(1, |m| m.is_fulfillment()).await.remove(0);
+    assert!(
+        mail.subject
+            .starts_with("Il tuo certificato SSL per negozio.example.it"),
+        "{}",
+        mail.subject
+    );
+
+    // The browser asks for Italian.
+    let b = Browser::start_with_language("it").await;
+    b.desktop().await;
+    b.goto(&format!("{}/console", desk.url)).await;
+    assert_eq!(b.text_of("#sign-in").await, "Accedi");
+    b.fill("#email", "admin@localhost").await;
+    b.fill("#password", PASSWORD).await;
+    b.click("#sign-in").await;
+    let row = format!("#order-{id}");
+    b.wait_for_text(&format!("{row} .badge"), "Completato")
+        .await;
+    assert_eq!(b.text_of("h1").await, "Ordini SSL");
+    assert_eq!(b.text_of(&format!("{row} button.send")).await, "Invia");
+    b.click(&format!("{row} button.send")).await;
+    assert_eq!(b.text_of("#resend-confirm").await, "Invia nuovamente email");
+    assert_eq!(b.text_of("#resend-cancel").await, "Annulla");
+    b.screenshot("resend-dialog-it").await;
+    b.click("#resend-confirm").await;
+    b.wait_for_text(
+        "#notice",
+        "Email di consegna richiesta a certdesk built-in CA; sarà inviata a tecnico@example.it.",
+    )
+    .await;
+    b.wait_for_text(&format!("{row} .email-state"), "inviata")
+        .await;
+
+    // Switching language is the user's choice and sticks.
+    b.click("#lang-en").await;
+    b.wait_for_text("h1", "SSL orders").await;
+    b.goto(&format!("{}/console/ssl/orders/{id}", desk.url))
+        .await;
+    b.wait_for_text("#order-status", "Complete").await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_viewer_sees_orders_but_no_send_button() {
+    let smtp = SmtpServer::start();
+    let desk = Desk::start(Some(&smtp), &["--validation", "none"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (csr_pem, _) = csr(
+        dir.path(),
+        "ec:P-256",
+        "view.example.com",
+        "DNS:view.example.com",
+        &[],
+    );
+    let (_, o, _) = desk
+        .api
+        .post(
+            "/api/v1/orders",
+            Some(&order_body(&csr_pem, "it@example.com", None)),
+        )
+        .await;
+    let id = o["id"].as_str().unwrap().to_string();
+    desk.wait_order_state(&id, "issued").await;
+    desk.user("Default", "viewer@example.com", "viewer");
+    set_password(&desk, "viewer@example.com", PASSWORD);
+
+    let b = Browser::start().await;
+    sign_in(&b, &desk, "viewer@example.com", PASSWORD).await;
+    let row = format!("#order-{id}");
+    b.wait_for_text(&format!("{row} .badge"), "Complete").await;
+    assert!(
+        !b.exists(&format!("{row} button.send")).await,
+        "no Send for a viewer"
+    );
+    assert!(!b.exists("#new-order").await, "no ordering for a viewer");
+    b.goto(&format!("{}/console/ssl/orders/{id}", desk.url))
+        .await;
+    b.wait_for("#order-status").await;
+    assert!(!b.exists("#detail-resend").await);
+    b.close().await;
+}
