@@ -160,7 +160,8 @@ enum CsrCmd {
 
 #[derive(Args)]
 struct AdminArgs {
-    #[arg(long, env = "CERTDESK_DATA_DIR")]
+    /// Data folder of the desk (anywhere on the command line).
+    #[arg(long, env = "CERTDESK_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: AdminCmd,
