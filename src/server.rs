@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 use crate::ca::builtin::{BuiltinCa, BuiltinConfig};
 use crate::ca::CaRegistry;
 use crate::config::ServeSettings;
-use crate::crypto::MasterKey;
+use crate::crypto::Keyring;
 use crate::domain::EmailAddress;
 use crate::mail::Mailer;
 use crate::service::{accounts, Desk, DeskSettings};
@@ -31,10 +31,10 @@ pub async fn open_store(data_dir: &Path) -> anyhow::Result<Arc<SqliteStore>> {
 pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     let data = &settings.data_dir;
     let store = open_store(data).await?;
-    let master_key = MasterKey::load_or_create(
+    let keys = Arc::new(Keyring::load(
         std::env::var("CERTDESK_MASTER_KEY").ok().as_deref(),
-        &data.join("master.key"),
-    )?;
+        data,
+    )?);
 
     let mailer = match &settings.smtp_url {
         Some(url) => Mailer::smtp(url, &settings.mail_from)?,
@@ -49,7 +49,7 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
 
     let builtin = BuiltinCa::open(
         &data.join("ca"),
-        &master_key,
+        keys.clone(),
         BuiltinConfig {
             validation: settings.validation,
             max_days: settings.max_days,
@@ -74,6 +74,7 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
             message_id_domain,
         },
         wake: Arc::new(Notify::new()),
+        keys,
     });
     builtin.set_notifier(Arc::new(worker::QueueNotifier {
         desk: Arc::downgrade(&desk),

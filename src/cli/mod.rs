@@ -169,6 +169,8 @@ struct AdminArgs {
 
 #[derive(Subcommand)]
 enum AdminCmd {
+    /// Seal every secret kept under the master key again under a new one, without downtime.
+    RotateMasterKey,
     #[command(subcommand)]
     Account(AccountCmd),
     #[command(subcommand)]
@@ -322,6 +324,28 @@ async fn admin(out: &Output, data_dir: &std::path::Path, cmd: AdminCmd) -> Resul
     let store = crate::server::open_store(data_dir).await?;
     let store = store.as_ref();
     match cmd {
+        AdminCmd::RotateMasterKey => {
+            let report = crate::service::keys::rotate_master_key(
+                store,
+                data_dir,
+                std::env::var("CERTDESK_MASTER_KEY").ok().as_deref(),
+                std::env::var("CERTDESK_NEW_MASTER_KEY").ok().as_deref(),
+            )
+            .await
+            .map_err(|e| CliError::Message(e.to_string()))?;
+            out.record(
+                &json!({
+                    "new_key_id": report.new_key_id,
+                    "certificate_keys": report.certificate_keys,
+                    "ca_secrets": report.ca_secrets,
+                }),
+                &[
+                    ("new key id", "new_key_id"),
+                    ("certificate keys", "certificate_keys"),
+                    ("CA secrets", "ca_secrets"),
+                ],
+            );
+        }
         AdminCmd::Account(AccountCmd::Create { name }) => {
             let a = accounts::create_account(store, &name).await?;
             out.record(

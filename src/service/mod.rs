@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod approval;
 pub mod fulfillment;
+pub mod keys;
 pub mod orders;
 
 use std::sync::Arc;
@@ -90,6 +91,8 @@ pub struct Desk {
     pub settings: DeskSettings,
     /// Wakes the worker when a job was queued.
     pub wake: Arc<Notify>,
+    /// Seals the private keys of the certificate store.
+    pub keys: Arc<crate::crypto::Keyring>,
 }
 
 impl Desk {

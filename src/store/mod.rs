@@ -277,6 +277,88 @@ pub trait JobQueue: Send + Sync {
     async fn release_all_leases(&self) -> StoreResult<u64>;
 }
 
+/// An imported certificate (the certificate store), without its key.
+#[derive(Debug, Clone)]
+pub struct StoredCertificate {
+    pub id: String,
+    pub account_id: String,
+    pub common_name: Option<String>,
+    pub names: Vec<String>,
+    pub issuer: String,
+    pub serial: String,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    pub fingerprint: String,
+    pub key_type: String,
+    pub certificate_pem: String,
+    pub chain_pem: String,
+    pub csr_pem: Option<String>,
+    pub notes: String,
+    pub warnings: serde_json::Value,
+    pub expired_on_import: bool,
+    pub created_by: String,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// A private key at rest: the key under its own data key, and the data key
+/// under the master key.
+#[derive(Debug, Clone)]
+pub struct SealedKey {
+    pub ciphertext: Vec<u8>,
+    pub wrapped_key: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CertificateFilter {
+    /// A substring of one of its names.
+    pub name: Option<String>,
+    /// Only those that expire before this moment.
+    pub expiring_before: Option<OffsetDateTime>,
+}
+
+#[async_trait]
+pub trait CertificateStore: Send + Sync {
+    async fn insert_certificate(
+        &self,
+        c: &StoredCertificate,
+        key: &SealedKey,
+        audit: &AuditEvent,
+    ) -> StoreResult<()>;
+    async fn get_certificate(
+        &self,
+        account_id: &str,
+        id: &str,
+    ) -> StoreResult<Option<StoredCertificate>>;
+    async fn certificate_key(&self, account_id: &str, id: &str) -> StoreResult<Option<SealedKey>>;
+    async fn list_certificates(
+        &self,
+        account_id: &str,
+        filter: &CertificateFilter,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredCertificate>>;
+    /// Replaces the stored fields (notes, or a renewed certificate) and, when
+    /// given, the key. False when there is no such certificate.
+    async fn update_certificate(
+        &self,
+        c: &StoredCertificate,
+        key: Option<&SealedKey>,
+        audit: &AuditEvent,
+    ) -> StoreResult<bool>;
+    async fn delete_certificate(
+        &self,
+        account_id: &str,
+        id: &str,
+        audit: &AuditEvent,
+    ) -> StoreResult<bool>;
+    async fn record_audit(&self, audit: &AuditEvent) -> StoreResult<()>;
+    /// Every wrapped data key, for master-key rotation.
+    async fn wrapped_keys(&self) -> StoreResult<Vec<(String, Vec<u8>)>>;
+    /// Swaps one wrapped data key, if it is still `old`.
+    async fn rewrap_key(&self, id: &str, old: &[u8], new: &[u8]) -> StoreResult<bool>;
+}
+
 /// A console sign-in.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -310,11 +392,23 @@ pub trait AuditLog: Send + Sync {
 
 /// Everything the desk persists.
 pub trait Store:
-    AccountStore + OrderStore + EmailRequestStore + JobQueue + AuditLog + SessionStore
+    AccountStore
+    + OrderStore
+    + EmailRequestStore
+    + JobQueue
+    + AuditLog
+    + SessionStore
+    + CertificateStore
 {
 }
-impl<T: AccountStore + OrderStore + EmailRequestStore + JobQueue + AuditLog + SessionStore> Store
-    for T
+impl<T> Store for T where
+    T: AccountStore
+        + OrderStore
+        + EmailRequestStore
+        + JobQueue
+        + AuditLog
+        + SessionStore
+        + CertificateStore
 {
 }
 

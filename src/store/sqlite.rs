@@ -900,3 +900,244 @@ impl AuditLog for SqliteStore {
             .collect()
     }
 }
+
+const CERT_COLUMNS: &str =
+    "id, account_id, common_name, names, issuer, serial, not_before, not_after,
+    fingerprint, key_type, certificate_pem, chain_pem, csr_pem, notes, warnings, expired_on_import,
+    created_by, created_at, updated_at";
+
+fn certificate_from_row(r: &SqliteRow) -> StoreResult<StoredCertificate> {
+    let names: String = r.try_get("names")?;
+    let warnings: String = r.try_get("warnings")?;
+    Ok(StoredCertificate {
+        id: r.try_get("id")?,
+        account_id: r.try_get("account_id")?,
+        common_name: r.try_get("common_name")?,
+        names: serde_json::from_str(&names).map_err(|_| corrupt("names", &names))?,
+        issuer: r.try_get("issuer")?,
+        serial: r.try_get("serial")?,
+        not_before: from_ms(r.try_get("not_before")?),
+        not_after: from_ms(r.try_get("not_after")?),
+        fingerprint: r.try_get("fingerprint")?,
+        key_type: r.try_get("key_type")?,
+        certificate_pem: r.try_get("certificate_pem")?,
+        chain_pem: r.try_get("chain_pem")?,
+        csr_pem: r.try_get("csr_pem")?,
+        notes: r.try_get("notes")?,
+        warnings: serde_json::from_str(&warnings).map_err(|_| corrupt("warnings", &warnings))?,
+        expired_on_import: r.try_get::<i64, _>("expired_on_import")? != 0,
+        created_by: r.try_get("created_by")?,
+        created_at: from_ms(r.try_get("created_at")?),
+        updated_at: from_ms(r.try_get("updated_at")?),
+    })
+}
+
+#[async_trait]
+impl CertificateStore for SqliteStore {
+    async fn insert_certificate(
+        &self,
+        c: &StoredCertificate,
+        key: &SealedKey,
+        audit: &AuditEvent,
+    ) -> StoreResult<()> {
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO certificates (id, account_id, common_name, names, issuer, serial, not_before,
+                not_after, fingerprint, key_type, certificate_pem, chain_pem, csr_pem, key_ciphertext,
+                wrapped_key, notes, warnings, expired_on_import, created_by, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&c.id)
+        .bind(&c.account_id)
+        .bind(&c.common_name)
+        .bind(serde_json::to_string(&c.names).expect("names serialize"))
+        .bind(&c.issuer)
+        .bind(&c.serial)
+        .bind(to_ms(c.not_before))
+        .bind(to_ms(c.not_after))
+        .bind(&c.fingerprint)
+        .bind(&c.key_type)
+        .bind(&c.certificate_pem)
+        .bind(&c.chain_pem)
+        .bind(&c.csr_pem)
+        .bind(&key.ciphertext)
+        .bind(&key.wrapped_key)
+        .bind(&c.notes)
+        .bind(c.warnings.to_string())
+        .bind(c.expired_on_import as i64)
+        .bind(&c.created_by)
+        .bind(to_ms(c.created_at))
+        .bind(to_ms(c.updated_at))
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_certificate(
+        &self,
+        account_id: &str,
+        id: &str,
+    ) -> StoreResult<Option<StoredCertificate>> {
+        let sql =
+            format!("SELECT {CERT_COLUMNS} FROM certificates WHERE id = ? AND account_id = ?");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .bind(account_id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| certificate_from_row(&r)).transpose()
+    }
+
+    async fn certificate_key(&self, account_id: &str, id: &str) -> StoreResult<Option<SealedKey>> {
+        let row = sqlx::query(
+            "SELECT key_ciphertext, wrapped_key FROM certificates WHERE id = ? AND account_id = ?",
+        )
+        .bind(id)
+        .bind(account_id)
+        .fetch_optional(&self.write)
+        .await?;
+        row.map(|r| {
+            Ok(SealedKey {
+                ciphertext: r.try_get("key_ciphertext")?,
+                wrapped_key: r.try_get("wrapped_key")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn list_certificates(
+        &self,
+        account_id: &str,
+        filter: &CertificateFilter,
+        after: Option<&Cursor>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredCertificate>> {
+        let mut sql = format!("SELECT {CERT_COLUMNS} FROM certificates WHERE account_id = ?");
+        if filter.name.is_some() {
+            sql.push_str(" AND (names LIKE ? ESCAPE '\\' OR common_name LIKE ? ESCAPE '\\')");
+        }
+        if filter.expiring_before.is_some() {
+            sql.push_str(" AND not_after < ?");
+        }
+        if after.is_some() {
+            sql.push_str(" AND (created_at < ? OR (created_at = ? AND id < ?))");
+        }
+        sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT ?");
+        let mut q = sqlx::query(&sql).bind(account_id);
+        if let Some(name) = &filter.name {
+            let escaped = name
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            let pattern = format!("%{escaped}%");
+            q = q.bind(pattern.clone()).bind(pattern);
+        }
+        if let Some(t) = filter.expiring_before {
+            q = q.bind(to_ms(t));
+        }
+        if let Some(c) = after {
+            q = q.bind(c.created_at_ms).bind(c.created_at_ms).bind(&c.id);
+        }
+        let rows = q.bind(limit as i64).fetch_all(&self.read).await?;
+        rows.iter().map(certificate_from_row).collect()
+    }
+
+    async fn update_certificate(
+        &self,
+        c: &StoredCertificate,
+        key: Option<&SealedKey>,
+        audit: &AuditEvent,
+    ) -> StoreResult<bool> {
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query(
+            "UPDATE certificates SET common_name = ?, names = ?, issuer = ?, serial = ?, not_before = ?,
+                not_after = ?, fingerprint = ?, key_type = ?, certificate_pem = ?, chain_pem = ?,
+                csr_pem = ?, notes = ?, warnings = ?, expired_on_import = ?, updated_at = ?
+             WHERE id = ? AND account_id = ?",
+        )
+        .bind(&c.common_name)
+        .bind(serde_json::to_string(&c.names).expect("names serialize"))
+        .bind(&c.issuer)
+        .bind(&c.serial)
+        .bind(to_ms(c.not_before))
+        .bind(to_ms(c.not_after))
+        .bind(&c.fingerprint)
+        .bind(&c.key_type)
+        .bind(&c.certificate_pem)
+        .bind(&c.chain_pem)
+        .bind(&c.csr_pem)
+        .bind(&c.notes)
+        .bind(c.warnings.to_string())
+        .bind(c.expired_on_import as i64)
+        .bind(now)
+        .bind(&c.id)
+        .bind(&c.account_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if let Some(k) = key {
+            sqlx::query("UPDATE certificates SET key_ciphertext = ?, wrapped_key = ? WHERE id = ?")
+                .bind(&k.ciphertext)
+                .bind(&k.wrapped_key)
+                .bind(&c.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        insert_audit(&mut tx, audit, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn delete_certificate(
+        &self,
+        account_id: &str,
+        id: &str,
+        audit: &AuditEvent,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query("DELETE FROM certificates WHERE id = ? AND account_id = ?")
+            .bind(id)
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_audit(&mut tx, audit, now_ms()).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn record_audit(&self, audit: &AuditEvent) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        insert_audit(&mut tx, audit, now_ms()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn wrapped_keys(&self) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        let rows = sqlx::query("SELECT id, wrapped_key FROM certificates")
+            .fetch_all(&self.write)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("wrapped_key")?)))
+            .collect()
+    }
+
+    async fn rewrap_key(&self, id: &str, old: &[u8], new: &[u8]) -> StoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE certificates SET wrapped_key = ? WHERE id = ? AND wrapped_key = ?")
+                .bind(new)
+                .bind(id)
+                .bind(old)
+                .execute(&self.write)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

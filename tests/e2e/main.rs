@@ -9,6 +9,7 @@ mod config;
 mod console_browser;
 mod console_http;
 mod durability;
+mod master_key;
 mod order_flow;
 mod profile;
 mod support;

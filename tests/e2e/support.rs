@@ -326,6 +326,12 @@ impl Desk {
         self.wait_ready().await;
     }
 
+    /// Changes an environment variable for the next (re)start.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data.path().join("desk.log")).unwrap_or_default()
     }

@@ -242,6 +242,33 @@ impl Ledger {
         Ok(true)
     }
 
+    /// Approval links still sealed, for master-key rotation.
+    pub async fn sealed_tokens(&self) -> Result<Vec<(String, Vec<u8>)>, sqlx::Error> {
+        let rows = sqlx::query("SELECT reference, approval_token_sealed FROM ca_orders WHERE approval_token_sealed IS NOT NULL")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("reference")?, r.try_get("approval_token_sealed")?)))
+            .collect()
+    }
+
+    pub async fn reseal_token(
+        &self,
+        reference: &str,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE ca_orders SET approval_token_sealed = ? WHERE reference = ? AND approval_token_sealed = ?",
+        )
+        .bind(new)
+        .bind(reference)
+        .bind(old)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub async fn certificate(&self, reference: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
         sqlx::query_scalar("SELECT der FROM certificates WHERE reference = ?")
             .bind(reference)

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use super::*;
-use crate::crypto::{random_token, sha256, MasterKey};
+use crate::crypto::{random_token, sha256, Keyring};
 use crate::domain::order::IssuedMetadata;
 use crate::i18n::Lang;
 use crate::mail::{self, templates, MailError, Mailer};
@@ -73,7 +73,7 @@ pub struct BuiltinCa {
     root_der: Vec<u8>,
     intermediate_der: Vec<u8>,
     mailer: Arc<Mailer>,
-    master_key: MasterKey,
+    keys: Arc<Keyring>,
     notifier: OnceLock<Arc<dyn CaNotifier>>,
     crl_cache: std::sync::Mutex<Option<(OffsetDateTime, Vec<u8>)>>,
 }
@@ -110,7 +110,7 @@ impl BuiltinCa {
     /// Opens the CA in `dir`, creating its keys and ledger on first use.
     pub async fn open(
         dir: &Path,
-        master_key: &MasterKey,
+        keys: Arc<Keyring>,
         config: BuiltinConfig,
         mailer: Arc<Mailer>,
     ) -> Result<Arc<BuiltinCa>, BuiltinCaError> {
@@ -138,7 +138,7 @@ impl BuiltinCa {
                     (&root_files, &root, "ca-key:root"),
                     (&int_files, &intermediate, "ca-key:intermediate"),
                 ] {
-                    write_private(&files.key, &master_key.seal(&material.key_pkcs8_der, context))
+                    write_private(&files.key, &keys.seal(&material.key_pkcs8_der, context))
                         .and_then(|_| {
                             std::fs::write(&files.cert, pem_encode_cert(&material.cert_der))
                         })
@@ -155,7 +155,7 @@ impl BuiltinCa {
                         .and_then(|mut v| (!v.is_empty()).then(|| v.remove(0)))
                         .ok_or_else(|| files_err(format!("{} holds no certificate", files.cert.display())))?;
                     let sealed = std::fs::read(&files.key).map_err(|e| files_err(e.to_string()))?;
-                    let key_pkcs8_der = master_key.open(&sealed, context)?;
+                    let key_pkcs8_der = keys.open(&sealed, context)?;
                     Ok(CaKeyMaterial { cert_der, key_pkcs8_der })
                 };
                 (load(&root_files, "ca-key:root")?, load(&int_files, "ca-key:intermediate")?)
@@ -176,10 +176,62 @@ impl BuiltinCa {
             root_der: root.cert_der,
             intermediate_der: intermediate.cert_der,
             mailer,
-            master_key: master_key.clone(),
+            keys,
             notifier: OnceLock::new(),
             crl_cache: std::sync::Mutex::new(None),
         }))
+    }
+
+    /// Seals the CA's private keys and pending approval links again under
+    /// `new` (master-key rotation); works on the files, with or without a
+    /// running desk. Returns how many secrets were re-sealed.
+    pub async fn reseal(
+        dir: &Path,
+        keys: &Keyring,
+        new: &crate::crypto::MasterKey,
+    ) -> Result<usize, BuiltinCaError> {
+        let files_err = |message: String| BuiltinCaError::Files {
+            dir: dir.display().to_string(),
+            message,
+        };
+        let mut count = 0;
+        for (name, context) in [
+            ("root", "ca-key:root"),
+            ("intermediate", "ca-key:intermediate"),
+        ] {
+            let path = KeyFiles::new(dir, name).key;
+            let Ok(sealed) = std::fs::read(&path) else {
+                continue;
+            };
+            if crate::crypto::sealed_key_id(&sealed) == Some(new.id()) {
+                continue;
+            }
+            let key = keys.open(&sealed, context)?;
+            let tmp = path.with_extension("sealed.tmp");
+            let _ = std::fs::remove_file(&tmp);
+            write_private(&tmp, &new.seal(&key, context))
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .map_err(|e| files_err(e.to_string()))?;
+            count += 1;
+        }
+        let ledger_path = dir.join("ledger.db");
+        if ledger_path.exists() {
+            let ledger = Ledger::open(&ledger_path).await?;
+            for (reference, sealed) in ledger.sealed_tokens().await? {
+                if crate::crypto::sealed_key_id(&sealed) == Some(new.id()) {
+                    continue;
+                }
+                let context = format!("approval:{reference}");
+                let token = keys.open(&sealed, &context)?;
+                if ledger
+                    .reseal_token(&reference, &sealed, &new.seal(&token, &context))
+                    .await?
+                {
+                    count += 1;
+                }
+            }
+        }
+        Ok(count)
     }
 
     pub fn set_notifier(&self, notifier: Arc<dyn CaNotifier>) {
@@ -400,7 +452,7 @@ impl CertificateAuthority for BuiltinCa {
                         &reference,
                         &sha256(token.as_bytes()),
                         &self
-                            .master_key
+                            .keys
                             .seal(token.as_bytes(), &format!("approval:{reference}")),
                         expires,
                     )
@@ -489,7 +541,7 @@ impl CertificateAuthority for BuiltinCa {
         {
             let sealed = order.approval_token_sealed.as_deref().unwrap_or_default();
             let bytes = self
-                .master_key
+                .keys
                 .open(sealed, &format!("approval:{reference}"))
                 .map_err(|e| CaError::Refused(e.to_string()))?;
             String::from_utf8(bytes)
@@ -502,7 +554,7 @@ impl CertificateAuthority for BuiltinCa {
                     reference,
                     &sha256(token.as_bytes()),
                     &self
-                        .master_key
+                        .keys
                         .seal(token.as_bytes(), &format!("approval:{reference}")),
                     expires,
                 )
