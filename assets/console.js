@@ -134,7 +134,28 @@
     if (csr.value.trim() && summary.hidden) decode();
   }
 
+  // Import form: files are read into the text fields; a PKCS#12 file is
+  // sent as base64.
+  function setupImportForm() {
+    document.querySelectorAll('input.load-into').forEach(function (input) {
+      input.addEventListener('change', function () {
+        if (!input.files.length) return;
+        input.files[0].text().then(function (t) { document.getElementById(input.dataset.target).value = t; });
+      });
+    });
+    var p12 = document.getElementById('pkcs12-file');
+    if (p12) p12.addEventListener('change', function () {
+      if (!p12.files.length) return;
+      p12.files[0].arrayBuffer().then(function (buf) {
+        var bytes = new Uint8Array(buf), s = '';
+        for (var i = 0; i < bytes.length; i++) s += String.fromCharCode(bytes[i]);
+        document.getElementById('pkcs12').value = btoa(s);
+      });
+    });
+  }
+
   document.addEventListener('DOMContentLoaded', function () {
+    setupImportForm();
     setupResendDialog();
     setupConfirmForms();
     setupOrderForm();

@@ -113,3 +113,51 @@ new-admin-name = Administrator's name
 new-admin-email = Administrator's email (receives the certificate)
 new-language = Language of the emails
 new-submit = Place order
+
+nav-certificates = Certificates
+certs-title = SSL certificates
+certs-import = Import a certificate
+certs-import-intro = Certificates ordered through the desk are emailed to their administrator and not kept here. To have the desk hold one, import it with its private key and intermediates; the key is encrypted at rest.
+certs-filter-name = Name
+certs-filter-expiring = Expiring
+certs-filter-any = Any time
+certs-within-days = { $count ->
+    [one] within 1 day
+   *[other] within { $count } days
+}
+certs-empty-title = No certificates stored yet
+certs-empty-body = Import a certificate with its private key and intermediates to keep it here, encrypted, and to be warned before it expires.
+certs-notes = Notes
+certs-chain = Chain
+certs-no-chain = No intermediate certificates.
+certs-until = until
+certs-download = Download
+certs-key-password = Your password, to download the private key
+certs-download-key = Download key.pem
+certs-save-notes = Save notes
+certs-delete = Delete certificate
+certs-delete-confirm = Delete this certificate and its private key from the desk? This cannot be undone.
+certs-key-encrypted-password = Password of the private key (if it is encrypted)
+certs-pkcs12 = Or a PKCS#12 file (.p12, .pfx)
+certs-pkcs12-hint = Instead of the three fields above: the file holds the certificate, its key and its intermediates.
+certs-pkcs12-password = Password of the PKCS#12 file
+certs-allow-expired = Store it even if it has expired
+certs-import-submit = Import
+certs-days-left = { $count ->
+    [one] 1 day left
+   *[other] { $count } days left
+}
+certs-expired-ago = { $count ->
+    [0] expired today
+    [one] expired 1 day ago
+   *[other] expired { $count } days ago
+}
+certs-notice-imported = The certificate has been imported; its private key is stored encrypted.
+certs-notice-saved = The notes have been saved.
+certs-notice-deleted = The certificate and its private key have been deleted.
+certs-field-certificate = Certificate
+certs-hint-certificate = The certificate alone, PEM. Put the intermediates in the chain field.
+certs-field-private_key = Private key
+certs-hint-private_key = PEM (PKCS#8, PKCS#1 or SEC1). It is encrypted before it is stored.
+certs-field-chain = Intermediate certificates
+certs-hint-chain = The issuing CA's certificates, PEM, in any order.

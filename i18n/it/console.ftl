@@ -113,3 +113,51 @@ new-admin-name = Nome dell'amministratore
 new-admin-email = Email dell'amministratore (riceve il certificato)
 new-language = Lingua delle email
 new-submit = Effettua l'ordine
+
+nav-certificates = Certificati
+certs-title = Certificati SSL
+certs-import = Importa un certificato
+certs-import-intro = I certificati ordinati tramite certdesk vengono inviati per email al loro amministratore e non sono conservati qui. Per farne conservare uno, importalo con la chiave privata e i certificati intermedi; la chiave viene cifrata.
+certs-filter-name = Nome
+certs-filter-expiring = Scadenza
+certs-filter-any = Qualsiasi
+certs-within-days = { $count ->
+    [one] entro 1 giorno
+   *[other] entro { $count } giorni
+}
+certs-empty-title = Nessun certificato conservato finora
+certs-empty-body = Importa un certificato con la chiave privata e i certificati intermedi per conservarlo qui, cifrato, ed essere avvisato prima che scada.
+certs-notes = Note
+certs-chain = Catena
+certs-no-chain = Nessun certificato intermedio.
+certs-until = fino al
+certs-download = Scarica
+certs-key-password = La tua password, per scaricare la chiave privata
+certs-download-key = Scarica key.pem
+certs-save-notes = Salva le note
+certs-delete = Elimina certificato
+certs-delete-confirm = Eliminare questo certificato e la sua chiave privata? L'operazione non può essere annullata.
+certs-key-encrypted-password = Password della chiave privata (se è cifrata)
+certs-pkcs12 = Oppure un file PKCS#12 (.p12, .pfx)
+certs-pkcs12-hint = Al posto dei tre campi sopra: il file contiene il certificato, la chiave e i certificati intermedi.
+certs-pkcs12-password = Password del file PKCS#12
+certs-allow-expired = Conservalo anche se è scaduto
+certs-import-submit = Importa
+certs-days-left = { $count ->
+    [one] manca 1 giorno
+   *[other] mancano { $count } giorni
+}
+certs-expired-ago = { $count ->
+    [0] scaduto oggi
+    [one] scaduto da 1 giorno
+   *[other] scaduto da { $count } giorni
+}
+certs-notice-imported = Il certificato è stato importato; la chiave privata è conservata cifrata.
+certs-notice-saved = Le note sono state salvate.
+certs-notice-deleted = Il certificato e la sua chiave privata sono stati eliminati.
+certs-field-certificate = Certificato
+certs-hint-certificate = Solo il certificato, in PEM. Inserisci gli intermedi nel campo della catena.
+certs-field-private_key = Chiave privata
+certs-hint-private_key = PEM (PKCS#8, PKCS#1 o SEC1). Viene cifrata prima di essere conservata.
+certs-field-chain = Certificati intermedi
+certs-hint-chain = I certificati della CA emittente, in PEM, in qualsiasi ordine.

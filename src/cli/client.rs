@@ -87,6 +87,39 @@ impl Client {
         })
     }
 
+    /// A POST whose answer is a file, not JSON.
+    pub async fn post_bytes(&self, path: &str, body: &Value) -> Result<Vec<u8>, ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let unreachable = |source| ClientError::Unreachable {
+            url: self.base.clone(),
+            source,
+        };
+        let res = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = res.status();
+        let bytes = res.bytes().await.map_err(unreachable)?.to_vec();
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let detail = body
+            .get("detail")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("the desk answered {status}"));
+        Err(ClientError::Api {
+            status,
+            detail,
+            body,
+        })
+    }
+
     pub async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ClientError> {
         Ok(self.call(Method::GET, path, query, None, &[]).await?.1)
     }

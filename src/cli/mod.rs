@@ -59,6 +59,9 @@ enum Command {
     /// Certificate signing requests.
     #[command(subcommand)]
     Csr(CsrCmd),
+    /// The certificate store: certificates imported by hand.
+    #[command(subcommand)]
+    Cert(CertCmd),
     /// Accounts, users and tokens, on the data folder directly.
     Admin(AdminArgs),
 }
@@ -152,6 +155,93 @@ enum OrderCmd {
     ResendApproval { id: String },
 }
 
+#[derive(Args)]
+struct CertFiles {
+    /// The certificate (PEM or DER), alone.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// The certificate followed by its intermediates, in one file.
+    #[arg(long, conflicts_with = "cert")]
+    fullchain: Option<PathBuf>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1; encrypted PKCS#8 needs --key-password-file).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    #[arg(long)]
+    key_password_file: Option<PathBuf>,
+    /// The intermediate certificates.
+    #[arg(long)]
+    chain: Option<PathBuf>,
+    /// A PKCS#12 file instead of --cert/--key/--chain.
+    #[arg(long, conflicts_with_all = ["cert", "fullchain", "key", "chain"])]
+    p12: Option<PathBuf>,
+    /// File holding the PKCS#12 password.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// The CSR the certificate was made from, kept for reference.
+    #[arg(long)]
+    csr: Option<PathBuf>,
+    #[arg(long)]
+    notes: Option<String>,
+    /// Store an expired certificate anyway (marked expired).
+    #[arg(long)]
+    allow_expired: bool,
+}
+
+#[derive(Subcommand)]
+enum CertCmd {
+    /// Import a certificate with its key and intermediates.
+    Import(CertFiles),
+    /// List stored certificates, newest first.
+    List {
+        /// Part of a name on the certificate.
+        #[arg(long)]
+        name: Option<String>,
+        /// Only those expiring within this many days.
+        #[arg(long)]
+        expiring_within: Option<u32>,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Everything about one certificate.
+    Show { id: String },
+    /// Write cert.pem, chain.pem and fullchain.pem (and, after your password, the key or a PKCS#12).
+    Download {
+        id: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write key.pem (mode 0600). Asks for your password.
+        #[arg(long)]
+        key: bool,
+        /// Also write this PKCS#12 file. Asks for your password and the file's password.
+        #[arg(long)]
+        p12: Option<PathBuf>,
+        /// File holding your password (instead of the prompt).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// File holding the PKCS#12 file's password (instead of the prompt).
+        #[arg(long)]
+        export_password_file: Option<PathBuf>,
+    },
+    /// Change the notes.
+    Edit {
+        id: String,
+        #[arg(long)]
+        notes: String,
+    },
+    /// Replace the certificate (renewal), keeping the stored key unless --key or --p12 is given.
+    Replace {
+        id: String,
+        #[command(flatten)]
+        files: CertFiles,
+    },
+    /// Delete a certificate and its key.
+    Delete {
+        id: String,
+        #[arg(long, short)]
+        yes: bool,
+    },
+}
+
 #[derive(Subcommand)]
 enum CsrCmd {
     /// Show what a CSR asks for, and whether the CA accepts it.
@@ -169,7 +259,7 @@ struct AdminArgs {
 
 #[derive(Subcommand)]
 enum AdminCmd {
-    /// Seal every secret kept under the master key again under a new one, without downtime.
+    /// Seal every stored private key again under a new master key, without downtime.
     RotateMasterKey,
     #[command(subcommand)]
     Account(AccountCmd),
@@ -615,7 +705,258 @@ async fn client_command(out: &Output, client: &Client, command: Command) -> Resu
                 }
             }
         }
+        Command::Cert(cmd) => cert_command(out, client, cmd).await?,
         Command::Serve(_) | Command::Admin(_) => unreachable!("handled by run"),
+    }
+    Ok(())
+}
+
+fn read_secret_file(path: &std::path::Path) -> Result<String, CliError> {
+    Ok(read_file(path, "password file")?
+        .trim_end_matches(['\r', '\n'])
+        .to_string())
+}
+
+fn import_body(f: &CertFiles) -> Result<Value, CliError> {
+    use base64::Engine;
+    let text = |p: &Option<PathBuf>, what: &str| -> Result<Option<String>, CliError> {
+        p.as_deref().map(|p| read_file(p, what)).transpose()
+    };
+    let p12 = match &f.p12 {
+        Some(p) => Some(
+            base64::engine::general_purpose::STANDARD
+                .encode(std::fs::read(p).map_err(|e| {
+                    CliError::Message(format!("PKCS#12 file {}: {e}", p.display()))
+                })?),
+        ),
+        None => None,
+    };
+    Ok(json!({
+        "certificate": text(&f.cert, "certificate file")?,
+        "fullchain": text(&f.fullchain, "full-chain file")?,
+        "private_key": text(&f.key, "key file")?,
+        "key_password": f.key_password_file.as_deref().map(read_secret_file).transpose()?,
+        "chain": text(&f.chain, "chain file")?,
+        "pkcs12": p12,
+        "pkcs12_password": f.password_file.as_deref().map(read_secret_file).transpose()?,
+        "csr": text(&f.csr, "CSR file")?,
+        "notes": f.notes,
+        "allow_expired": f.allow_expired,
+    }))
+}
+
+const CERT_FIELDS: &[(&str, &str)] = &[
+    ("id", "id"),
+    ("common name", "common_name"),
+    ("names", "names"),
+    ("issuer", "issuer"),
+    ("serial", "serial"),
+    ("not before", "not_before"),
+    ("not after", "not_after"),
+    ("days left", "days_left"),
+    ("key type", "key_type"),
+    ("fingerprint", "sha256_fingerprint"),
+    ("notes", "notes"),
+];
+
+fn cert_path(id: &str) -> Result<String, CliError> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(CliError::Message(format!("{id:?} is not a certificate id")));
+    }
+    Ok(format!("/api/v1/certificates/{id}"))
+}
+
+fn print_certificate(out: &Output, c: &Value) {
+    if out.json() {
+        return out.print_json(c);
+    }
+    out.record(c, CERT_FIELDS);
+    for w in c["warnings"].as_array().into_iter().flatten() {
+        println!(
+            "{:<16} {}",
+            "warning",
+            w["message"].as_str().unwrap_or_default()
+        );
+    }
+    for (i, link) in c["chain"].as_array().into_iter().flatten().enumerate() {
+        println!(
+            "{:<16} {}: {}",
+            "chain",
+            i + 1,
+            link["subject"].as_str().unwrap_or_default()
+        );
+    }
+}
+
+fn write_private(path: &std::path::Path, data: &[u8]) -> Result<(), CliError> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(data))
+        .map_err(|e| CliError::Message(format!("{}: {e}", path.display())))
+}
+
+async fn cert_command(out: &Output, client: &Client, cmd: CertCmd) -> Result<(), CliError> {
+    match cmd {
+        CertCmd::Import(files) => {
+            let c = client
+                .post("/api/v1/certificates", Some(&import_body(&files)?), &[])
+                .await?;
+            print_certificate(out, &c);
+        }
+        CertCmd::List {
+            name,
+            expiring_within,
+            cursor,
+        } => {
+            let mut q = vec![];
+            if let Some(n) = name {
+                q.push(("name", n));
+            }
+            if let Some(d) = expiring_within {
+                q.push(("expiring_within_days", d.to_string()));
+            }
+            if let Some(c) = cursor {
+                q.push(("cursor", c));
+            }
+            let page = client.get("/api/v1/certificates", &q).await?;
+            if out.json() {
+                out.print_json(&page);
+            } else {
+                out.table(
+                    &page["certificates"],
+                    &[
+                        ("ID", "id"),
+                        ("COMMON NAME", "common_name"),
+                        ("NAMES", "names"),
+                        ("ISSUER", "issuer"),
+                        ("EXPIRES", "not_after"),
+                        ("DAYS LEFT", "days_left"),
+                        ("KEY", "key_type"),
+                        ("NOTES", "notes"),
+                    ],
+                );
+                if let Some(next) = page["next_cursor"].as_str() {
+                    println!("more: certdesk cert list --cursor {next}");
+                }
+            }
+        }
+        CertCmd::Show { id } => print_certificate(out, &client.get(&cert_path(&id)?, &[]).await?),
+        CertCmd::Download {
+            id,
+            out: dir,
+            key,
+            p12,
+            password_file,
+            export_password_file,
+        } => {
+            let path = cert_path(&id)?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| CliError::Message(format!("{}: {e}", dir.display())))?;
+            let mut written = vec![];
+            for (part, file) in [
+                ("certificate", "cert.pem"),
+                ("chain", "chain.pem"),
+                ("fullchain", "fullchain.pem"),
+            ] {
+                let (_, body) = client
+                    .call(
+                        reqwest::Method::GET,
+                        &format!("{path}/pem"),
+                        &[("part", part.to_string())],
+                        None,
+                        &[],
+                    )
+                    .await?;
+                let text = body.as_str().unwrap_or_default().to_string();
+                let target = dir.join(file);
+                std::fs::write(&target, text)
+                    .map_err(|e| CliError::Message(format!("{}: {e}", target.display())))?;
+                written.push(target);
+            }
+            if key || p12.is_some() {
+                let password = match &password_file {
+                    Some(f) => read_secret_file(f)?,
+                    None => read_secret("Your password: ")?,
+                };
+                if key {
+                    let body = json!({ "password": password });
+                    let res = client
+                        .post(&format!("{path}/private-key"), Some(&body), &[])
+                        .await?;
+                    let target = dir.join("key.pem");
+                    write_private(
+                        &target,
+                        res["private_key"].as_str().unwrap_or_default().as_bytes(),
+                    )?;
+                    written.push(target);
+                }
+                if let Some(target) = p12 {
+                    let export_password = match &export_password_file {
+                        Some(f) => read_secret_file(f)?,
+                        None => read_secret("Password for the PKCS#12 file: ")?,
+                    };
+                    let body = json!({ "password": password, "export_password": export_password });
+                    let bytes = client.post_bytes(&format!("{path}/pkcs12"), &body).await?;
+                    write_private(&target, &bytes)?;
+                    written.push(target);
+                }
+            }
+            if out.json() {
+                out.print_json(&json!({ "written": written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>() }));
+            } else {
+                for p in written {
+                    println!("wrote {}", p.display());
+                }
+            }
+        }
+        CertCmd::Edit { id, notes } => {
+            let (_, c) = client
+                .call(
+                    reqwest::Method::PATCH,
+                    &cert_path(&id)?,
+                    &[],
+                    Some(&json!({ "notes": notes })),
+                    &[],
+                )
+                .await?;
+            print_certificate(out, &c);
+        }
+        CertCmd::Replace { id, files } => {
+            let (_, c) = client
+                .call(
+                    reqwest::Method::PUT,
+                    &cert_path(&id)?,
+                    &[],
+                    Some(&import_body(&files)?),
+                    &[],
+                )
+                .await?;
+            print_certificate(out, &c);
+        }
+        CertCmd::Delete { id, yes } => {
+            let path = cert_path(&id)?;
+            let c = client.get(&path, &[]).await?;
+            let label = c["common_name"].as_str().unwrap_or(&id).to_string();
+            if !yes
+                && !confirm(&format!(
+                    "Delete the certificate {label} and its private key? [y/N] "
+                ))?
+            {
+                return Err(CliError::Message("not deleted: not confirmed".into()));
+            }
+            client
+                .call(reqwest::Method::DELETE, &path, &[], None, &[])
+                .await?;
+            out.message(&format!("deleted {label} ({id})"));
+        }
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! fulfillment email again. Without JavaScript the same flow runs through a
 //! confirmation page.
 
+mod certs;
 mod pages;
 mod session;
 mod views;
@@ -65,6 +66,25 @@ pub fn router(desk: Arc<Desk>, secure_cookies: bool) -> Router {
         )
         .route("/console/ssl/orders/{id}/cancel", post(pages::cancel))
         .route("/console/csr/decode", post(pages::decode_csr))
+        .route("/console/ssl/certificates", get(certs::list))
+        .route(
+            "/console/ssl/certificates/import",
+            get(certs::import_form).post(certs::import),
+        )
+        .route("/console/ssl/certificates/{id}", get(certs::detail))
+        .route(
+            "/console/ssl/certificates/{id}/download/{part}",
+            get(certs::download),
+        )
+        .route(
+            "/console/ssl/certificates/{id}/key",
+            post(certs::download_key),
+        )
+        .route(
+            "/console/ssl/certificates/{id}/notes",
+            post(certs::save_notes),
+        )
+        .route("/console/ssl/certificates/{id}/delete", post(certs::delete))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
         .route("/assets/certdesk.css", get(css))

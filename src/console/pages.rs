@@ -26,7 +26,7 @@ use crate::service::{accounts, ServiceError};
 
 const PAGE_SIZE: u32 = 25;
 
-fn chrome(user: &ConsoleUser, path: &str) -> Chrome {
+pub(super) fn chrome(user: &ConsoleUser, path: &str) -> Chrome {
     Chrome {
         lang: user.lang,
         user_email: Some(user.actor.email.to_string()),
@@ -36,7 +36,7 @@ fn chrome(user: &ConsoleUser, path: &str) -> Chrome {
     }
 }
 
-fn render(page: impl Template) -> Response {
+pub(super) fn render(page: impl Template) -> Response {
     match page.render() {
         Ok(html) => Html(html).into_response(),
         Err(e) => {
@@ -68,7 +68,7 @@ pub fn error_page(lang: Lang, status: StatusCode, message: &str) -> Response {
 
 /// A service error as a page, in the user's language where the desk has
 /// words of its own (not found, forbidden), else the service's message.
-fn service_error_page(user: &ConsoleUser, e: ServiceError) -> Response {
+pub(super) fn service_error_page(user: &ConsoleUser, e: ServiceError) -> Response {
     let lang = user.lang;
     match e {
         ServiceError::NotFound(_) => error_page(
@@ -111,12 +111,12 @@ fn rate_limited_text(lang: Lang, secs: u64) -> String {
     )
 }
 
-fn date(t: OffsetDateTime) -> String {
+pub(super) fn date(t: OffsetDateTime) -> String {
     t.format(&time::macros::format_description!("[year]-[month]-[day]"))
         .unwrap_or_default()
 }
 
-fn datetime(t: OffsetDateTime) -> String {
+pub(super) fn datetime(t: OffsetDateTime) -> String {
     t.format(&time::macros::format_description!(
         "[year]-[month]-[day] [hour]:[minute] UTC"
     ))
@@ -132,7 +132,7 @@ fn email_state(lang: Lang, r: &EmailRequest) -> (String, String) {
     (label, format!("email-{}", r.state.as_str()))
 }
 
-fn form_value(body: &Bytes) -> HashMap<String, String> {
+pub(super) fn form_value(body: &Bytes) -> HashMap<String, String> {
     url::form_urlencoded::parse(body).into_owned().collect()
 }
 

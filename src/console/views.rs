@@ -203,3 +203,82 @@ pub struct CsrSummary {
     pub key_type: String,
     pub subject: String,
 }
+
+impl Chrome {
+    pub fn t_days(&self, days: &i32) -> String {
+        i18n::t_count(self.lang, "certs-within-days", *days as i64, &[])
+    }
+}
+
+pub struct CertRow {
+    pub id: String,
+    pub common_name: String,
+    pub other_names: String,
+    pub issuer: String,
+    pub expires: String,
+    pub days_left: String,
+    pub expiry_class: String,
+    pub key_type: String,
+    pub notes: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/certificates.html")]
+pub struct CertificatesPage {
+    pub c: Chrome,
+    pub title: String,
+    pub rows: Vec<CertRow>,
+    pub name: String,
+    pub expiring: String,
+    pub notice: Option<String>,
+    pub error: Option<String>,
+    pub next_url: Option<String>,
+    pub first_url: Option<String>,
+}
+
+pub struct CertDetail {
+    pub id: String,
+    pub common_name: String,
+    pub names: String,
+    pub issuer: String,
+    pub serial: String,
+    pub not_before: String,
+    pub not_after: String,
+    pub days_left: String,
+    pub expiry_class: String,
+    pub key_type: String,
+    pub fingerprint: String,
+    pub notes: String,
+    pub chain: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "console/certificate.html")]
+pub struct CertificatePage {
+    pub c: Chrome,
+    pub title: String,
+    pub v: CertDetail,
+    pub notice: Option<String>,
+    pub error: Option<String>,
+}
+
+pub struct ImportField {
+    pub name: &'static str,
+    pub label: String,
+    pub hint: String,
+    pub value: String,
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "console/import.html")]
+pub struct ImportPage {
+    pub c: Chrome,
+    pub title: String,
+    pub fields: Vec<ImportField>,
+    pub key_password_error: Option<String>,
+    pub pkcs12_error: Option<String>,
+    pub notes: String,
+    pub error: Option<String>,
+}

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::problem::Problem;
 use crate::domain::account::Actor;
+use crate::service::certificates::{CertificateQuery, ImportRequest};
 use crate::service::orders::{ListQuery, OrderInput};
 use crate::service::{accounts, orders, Desk, ServiceError};
 
@@ -35,6 +36,23 @@ pub fn router(desk: Arc<Desk>) -> Router {
         .route("/api/v1/csr/decode", post(decode_csr))
         .route("/api/v1/cas", get(list_cas))
         .route("/api/v1/me", get(me))
+        .route(
+            "/api/v1/certificates",
+            post(import_certificate).get(list_certificates),
+        )
+        .route(
+            "/api/v1/certificates/{id}",
+            get(show_certificate)
+                .patch(edit_certificate)
+                .put(replace_certificate)
+                .delete(delete_certificate),
+        )
+        .route("/api/v1/certificates/{id}/pem", get(certificate_pem))
+        .route(
+            "/api/v1/certificates/{id}/private-key",
+            post(certificate_key),
+        )
+        .route("/api/v1/certificates/{id}/pkcs12", post(certificate_pkcs12))
         .fallback(not_found)
         .with_state(desk)
 }
@@ -261,6 +279,127 @@ async fn me(ApiActor(actor): ApiActor) -> ApiResult {
         "role": actor.role,
     }))
     .into_response())
+}
+
+async fn import_certificate(
+    State(desk): State<Arc<Desk>>,
+    ApiActor(actor): ApiActor,
+    ApiJson(req): ApiJson<ImportRequest>,
+) -> ApiResult {
+    let c = desk.import_certificate(&actor, req).await?;
+    let location = format!("/api/v1/certificates/{}", c.id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(c)).into_response())
+}
+
+async fn list_certificates(
+    State(desk): State<Arc<Desk>>,
+    ApiActor(actor): ApiActor,
+    ApiQuery(q): ApiQuery<CertificateQuery>,
+) -> ApiResult {
+    Ok(Json(desk.list_certificates(&actor, &q).await?).into_response())
+}
+
+async fn show_certificate(
+    State(desk): State<Arc<Desk>>,
+    ApiActor(actor): ApiActor,
+    Path(id): Path<String>,
+) -> ApiResult {
+    Ok(Json(desk.certificate(&actor, &id).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EditInput {
+    notes: String,
+}
+
+async fn edit_certificate(
+    State(desk): State<Arc<Desk>>,
+    ApiActor(actor): ApiActor,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<EditInput>,
+) -> ApiResult {
+    Ok(Json(
+        desk.update_certificate_notes(&actor, &id, &input.notes)
+            .await?,
+    )
+    .into_response())
+}
+
+async fn replace_certificate(
+    State(desk): State<Arc<Desk>>,
+    ApiActor(actor): ApiActor,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ImportRequest>,
+) -> ApiResult {
+    Ok(Json(desk.replace_certificate(&actor, &id, req).await?).into_response())
+}
+
+async fn delete_certificate(
+    State(desk): State<Arc<Desk>>,
+    ApiActor(actor): ApiActor,
+    Path(id): Path<String>,
+) -> ApiResult {
+    desk.delete_certificate(&actor, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+struct PemQuery {
+    part: Option<String>,
+}
+
+async fn certificate_pem(
+    State(desk): State<Arc<Desk>>,
+    ApiActor(actor): ApiActor,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<PemQuery>,
+) -> ApiResult {
+    let files = desk.certificate_files(&actor, &id).await?;
+    let body = match q.part.as_deref().unwrap_or("fullchain") {
+        "certificate" => files.certificate,
+        "chain" => files.chain,
+        "fullchain" => files.fullchain,
+        other => {
+            return Err(ServiceError::invalid(
+                "part",
+                "unknown_part",
+                format!("unknown part {other:?}; use certificate, chain or fullchain"),
+            )
+            .into())
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/x-pem-file")], body).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyDownload {
+    /// The user's own password, typed again.
+    password: String,
+    /// For PKCS#12: the password protecting the file.
+    export_password: Option<String>,
+}
+
+async fn certificate_key(
+    State(desk): State<Arc<Desk>>,
+    ApiActor(actor): ApiActor,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<KeyDownload>,
+) -> ApiResult {
+    let pem = desk.private_key_pem(&actor, &id, &input.password).await?;
+    Ok(Json(serde_json::json!({ "private_key": pem })).into_response())
+}
+
+async fn certificate_pkcs12(
+    State(desk): State<Arc<Desk>>,
+    ApiActor(actor): ApiActor,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<KeyDownload>,
+) -> ApiResult {
+    let export = input.export_password.unwrap_or_default();
+    let p12 = desk.pkcs12(&actor, &id, &input.password, &export).await?;
+    Ok(([(header::CONTENT_TYPE, "application/x-pkcs12")], p12).into_response())
 }
 
 async fn not_found() -> Problem {

@@ -4,6 +4,7 @@
 pub mod cert;
 pub mod csr;
 pub mod der;
+pub mod import;
 pub mod signer;
 
 pub use cert::{inspect_der, parse_pem_certs, pem_encode_cert, CertError, CertificateInfo};

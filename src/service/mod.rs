@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod approval;
+pub mod certificates;
 pub mod fulfillment;
 pub mod keys;
 pub mod orders;

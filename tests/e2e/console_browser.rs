@@ -255,3 +255,63 @@ async fn a_viewer_sees_orders_but_no_send_button() {
     assert!(!b.exists("#detail-resend").await);
     b.close().await;
 }
+
+#[tokio::test]
+async fn a_certificate_imported_in_the_console_is_listed_with_its_expiry_and_downloads_as_pem() {
+    let desk = Desk::start(None, &[]).await;
+    set_password(&desk, "admin@localhost", PASSWORD);
+    let dir = tempfile::tempdir().unwrap();
+    let soon = time::OffsetDateTime::now_utc() + time::Duration::days(12);
+    let b = crate::cert_store::make_bundle(dir.path(), "ec:P-256", "shop.example.com", 1, soon);
+
+    let bw = Browser::start().await;
+    bw.desktop().await;
+    sign_in(&bw, &desk, "admin@localhost", PASSWORD).await;
+    bw.goto(&format!("{}/console/ssl/certificates", desk.url))
+        .await;
+    bw.wait_for("#certs-empty").await;
+    bw.click("#import-cert").await;
+    // The classic trap first: the intermediates pasted into the certificate field.
+    bw.fill("#certificate", &format!("{}{}", b.cert, b.chain))
+        .await;
+    bw.fill("#private_key", &b.key).await;
+    bw.click("#import-submit").await;
+    bw.wait_for_text("#certificate-error", "chain").await;
+    bw.fill("#certificate", &b.cert).await;
+    bw.fill("#private_key", &b.key).await;
+    bw.fill("#chain", &b.chain).await;
+    bw.fill("#notes", "shop front").await;
+    bw.screenshot("certificate-import").await;
+    bw.click("#import-submit").await;
+    bw.wait_for_text("#notice", "imported").await;
+    assert!(bw
+        .text_of("#cert-names")
+        .await
+        .contains("www.shop.example.com"));
+
+    bw.goto(&format!("{}/console/ssl/certificates", desk.url))
+        .await;
+    let row = bw.text_of("#certs-table tbody tr").await;
+    assert!(
+        row.contains("shop.example.com") && row.contains("days left") && row.contains("shop front"),
+        "{row}"
+    );
+    assert!(
+        bw.exists("#certs-table .expiry.soon").await,
+        "under 30 days shows in the warning colour"
+    );
+    bw.screenshot("certificates").await;
+
+    // The PEM download is the certificate that went in.
+    let href = bw.attr_of("#certs-table a.cn", "href").await.unwrap();
+    let id = href.rsplit('/').next().unwrap().to_string();
+    let (_, pem) = crate::console_http::ConsoleSession::sign_in(&desk, "admin@localhost", PASSWORD)
+        .await
+        .unwrap()
+        .get(&format!(
+            "/console/ssl/certificates/{id}/download/certificate"
+        ))
+        .await;
+    assert_eq!(pem, b.cert);
+    bw.close().await;
+}

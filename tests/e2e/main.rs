@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod browser;
+mod cert_store;
 mod cli_flow;
 mod confidentiality;
 mod config;
