@@ -423,3 +423,54 @@ async fn private_keys_are_sealed_at_rest_and_survive_a_master_key_rotation() {
     desk.wait_order_state(o["id"].as_str().unwrap(), "issued")
         .await;
 }
+
+#[tokio::test]
+async fn a_renewed_certificate_replaces_the_old_one_with_the_same_or_a_new_key() {
+    let desk = Desk::start(None, &[]).await;
+    crate::console_http::set_password(&desk, "admin@localhost", "a long enough password");
+    let dir = tempfile::tempdir().unwrap();
+    let b = make_bundle(dir.path(), "ec:P-256", "renew.example.com", 1, in_days(10));
+    let (_, c, _) = desk
+        .api
+        .post("/api/v1/certificates", Some(&import_body(&b)))
+        .await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let http = reqwest::Client::new();
+    let put = |body: Value| {
+        http.put(format!("{}/api/v1/certificates/{id}", desk.url))
+            .bearer_auth(&desk.token)
+            .json(&body)
+            .send()
+    };
+
+    // A certificate for another key cannot reuse the stored one.
+    let other = make_bundle(dir.path(), "ec:P-256", "renew.example.com", 1, in_days(300));
+    let res = put(json!({"certificate": other.cert, "chain": other.chain}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let p: Value = res.json().await.unwrap();
+    assert_eq!(p["code"], "import_key_mismatch", "{p}");
+
+    // With its own key it replaces the entry; the id and notes stay.
+    let res =
+        put(json!({"certificate": other.cert, "chain": other.chain, "private_key": other.key}))
+            .await
+            .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let renewed: Value = res.json().await.unwrap();
+    assert_eq!(renewed["id"], id.as_str());
+    assert_eq!(renewed["expiring_soon"], false);
+    let (_, k, _) = desk
+        .api
+        .post(
+            &format!("/api/v1/certificates/{id}/private-key"),
+            Some(&json!({"password": "a long enough password"})),
+        )
+        .await;
+    assert_eq!(
+        k["private_key"],
+        other.key.as_str(),
+        "the new key replaced the old one"
+    );
+}
