@@ -8,7 +8,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::pages::{chrome, datetime, error_page, form_value, render, service_error_page};
+use super::pages::{chrome, datetime, error_page, render, service_error_page};
 use super::session::ConsoleUser;
 use super::views::*;
 use super::ConsoleState;
@@ -247,10 +247,10 @@ pub async fn download_key(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let f = form_value(&body);
-    if let Err(r) = user.check_csrf(&headers, f.get("csrf").map(String::as_str)) {
-        return r.into_response();
-    }
+    let f = match user.checked_form(&headers, &body) {
+        Ok(f) => f,
+        Err(r) => return r.into_response(),
+    };
     let password = f.get("password").cloned().unwrap_or_default();
     match st.desk.private_key_pem(&user.actor, &id, &password).await {
         Ok(pem) => (
@@ -285,10 +285,10 @@ pub async fn save_notes(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let f = form_value(&body);
-    if let Err(r) = user.check_csrf(&headers, f.get("csrf").map(String::as_str)) {
-        return r.into_response();
-    }
+    let f = match user.checked_form(&headers, &body) {
+        Ok(f) => f,
+        Err(r) => return r.into_response(),
+    };
     match st
         .desk
         .update_certificate_notes(
@@ -312,8 +312,7 @@ pub async fn delete(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let f = form_value(&body);
-    if let Err(r) = user.check_csrf(&headers, f.get("csrf").map(String::as_str)) {
+    if let Err(r) = user.checked_form(&headers, &body) {
         return r.into_response();
     }
     match st.desk.delete_certificate(&user.actor, &id).await {
@@ -377,10 +376,10 @@ pub async fn import(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let f = form_value(&body);
-    if let Err(r) = user.check_csrf(&headers, f.get("csrf").map(String::as_str)) {
-        return r.into_response();
-    }
+    let f = match user.checked_form(&headers, &body) {
+        Ok(f) => f,
+        Err(r) => return r.into_response(),
+    };
     let get = |k: &str| f.get(k).cloned().filter(|v| !v.trim().is_empty());
     let req = ImportRequest {
         certificate: get("certificate"),

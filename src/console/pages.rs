@@ -278,8 +278,7 @@ pub async fn logout(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let f = form_value(&body);
-    if let Err(r) = user.check_csrf(&headers, f.get("csrf").map(String::as_str)) {
+    if let Err(r) = user.checked_form(&headers, &body) {
         return r.into_response();
     }
     if let Some(token) = session::cookie(&headers, SESSION_COOKIE) {
@@ -742,8 +741,7 @@ pub async fn resend_approval(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let f = form_value(&body);
-    if let Err(r) = user.check_csrf(&headers, f.get("csrf").map(String::as_str)) {
+    if let Err(r) = user.checked_form(&headers, &body) {
         return r.into_response();
     }
     match st.desk.resend_approval_email(&user.actor, &id, None).await {
@@ -760,8 +758,7 @@ pub async fn cancel(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let f = form_value(&body);
-    if let Err(r) = user.check_csrf(&headers, f.get("csrf").map(String::as_str)) {
+    if let Err(r) = user.checked_form(&headers, &body) {
         return r.into_response();
     }
     match st.desk.cancel_order(&user.actor, &id).await {
@@ -864,10 +861,10 @@ pub async fn place_order(
     body: Bytes,
 ) -> Response {
     let lang = user.lang;
-    let f = form_value(&body);
-    if let Err(r) = user.check_csrf(&headers, f.get("csrf").map(String::as_str)) {
-        return r.into_response();
-    }
+    let f = match user.checked_form(&headers, &body) {
+        Ok(f) => f,
+        Err(r) => return r.into_response(),
+    };
     let get = |k: &str| f.get(k).cloned().unwrap_or_default();
     let form = OrderForm {
         csr: get("csr"),

@@ -94,6 +94,20 @@ impl ConsoleUser {
     }
 }
 
+impl ConsoleUser {
+    /// The fields of a posted form, once its CSRF token is checked.
+    pub fn checked_form(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<std::collections::HashMap<String, String>, CsrfRejected> {
+        let form: std::collections::HashMap<String, String> =
+            url::form_urlencoded::parse(body).into_owned().collect();
+        self.check_csrf(headers, form.get("csrf").map(String::as_str))?;
+        Ok(form)
+    }
+}
+
 /// A state-changing request without a valid CSRF token: 403.
 pub struct CsrfRejected(Lang);
 
