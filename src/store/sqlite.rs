@@ -67,6 +67,69 @@ impl SqliteStore {
         })
     }
 
+    /// Writes orders kept elsewhere (another desk's history, or a benchmark's
+    /// data set) in one transaction, many rows per statement. No jobs, no
+    /// audit events: these orders have already run their course. Each order
+    /// comes with the registrable domain of each of its names.
+    pub async fn import_orders(&self, orders: &[(Order, Vec<Option<String>>)]) -> StoreResult<()> {
+        // 23 bound values per row; SQLite allows 32,766 per statement.
+        const ROWS: usize = 1000;
+        let mut tx = self.write.begin().await?;
+        for chunk in orders.chunks(ROWS) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO orders (id, account_id, created_by, state, ca, ca_reference,
+                    common_name, names, key_type, days, csr_pem, admin_email, admin_name,
+                    approver_email, language, failure_reason, cert_serial, cert_not_before,
+                    cert_not_after, cert_fingerprint, cert_issuer, created_at, updated_at) ",
+            );
+            q.push_values(chunk, |mut b, (o, _)| {
+                let cert = o.certificate.as_ref();
+                b.push_bind(&o.id)
+                    .push_bind(&o.account_id)
+                    .push_bind(&o.created_by)
+                    .push_bind(o.state.as_str())
+                    .push_bind(&o.ca)
+                    .push_bind(&o.ca_reference)
+                    .push_bind(&o.common_name)
+                    .push_bind(serde_json::to_string(&o.names).expect("names serialize"))
+                    .push_bind(&o.key_type)
+                    .push_bind(o.days as i64)
+                    .push_bind(&o.csr_pem)
+                    .push_bind(o.admin_email.as_str())
+                    .push_bind(&o.admin_name)
+                    .push_bind(o.approver_email.as_ref().map(|e| e.as_str()))
+                    .push_bind(&o.language)
+                    .push_bind(&o.failure_reason)
+                    .push_bind(cert.map(|c| c.serial.clone()))
+                    .push_bind(cert.map(|c| to_ms(c.not_before)))
+                    .push_bind(cert.map(|c| to_ms(c.not_after)))
+                    .push_bind(cert.map(|c| c.sha256_fingerprint.clone()))
+                    .push_bind(cert.map(|c| c.issuer.clone()))
+                    .push_bind(to_ms(o.created_at))
+                    .push_bind(to_ms(o.updated_at));
+            });
+            q.build().execute(&mut *tx).await?;
+            let names: Vec<(&Order, &String, &Option<String>)> = chunk
+                .iter()
+                .flat_map(|(o, reg)| o.names.iter().zip(reg).map(move |(n, r)| (o, n, r)))
+                .collect();
+            for names in names.chunks(ROWS * 2) {
+                let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                    "INSERT OR IGNORE INTO order_names (account_id, order_id, name, registrable) ",
+                );
+                q.push_values(names, |mut b, (o, name, registrable)| {
+                    b.push_bind(&o.account_id)
+                        .push_bind(&o.id)
+                        .push_bind(*name)
+                        .push_bind(*registrable);
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn close(&self) {
         self.read.close().await;
         self.write.close().await;
