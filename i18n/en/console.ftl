@@ -15,6 +15,7 @@ error-title = Something went wrong
 error-not-found = Not found
 error-forbidden = Not allowed
 error-order-not-found = There is no such order in your account.
+error-certificate-not-found = There is no such certificate in your account.
 error-viewer = Your role can look at orders but not place, cancel or resend them.
 error-internal = The desk hit an internal error. Please try again; the log has the details.
 error-csrf = This form has expired or did not come from the console. Reload the page and try again.

@@ -15,6 +15,7 @@ error-title = Si è verificato un problema
 error-not-found = Non trovato
 error-forbidden = Non consentito
 error-order-not-found = Nel tuo account non esiste questo ordine.
+error-certificate-not-found = Nel tuo account non esiste questo certificato.
 error-viewer = Il tuo ruolo consente di consultare gli ordini, ma non di effettuarli, annullarli o inviare nuovamente le email.
 error-internal = Si è verificato un errore interno. Riprova; i dettagli sono nel log.
 error-csrf = Questo modulo è scaduto o non proviene dalla console. Ricarica la pagina e riprova.
