@@ -321,16 +321,25 @@ pub async fn delete(
     }
 }
 
-const IMPORT_FIELDS: [&str; 3] = ["certificate", "private_key", "chain"];
+const BUNDLE_FIELDS: [&str; 3] = ["certificate", "private_key", "chain"];
 
-fn import_page(
-    user: &ConsoleUser,
+/// The fields of the import and replace forms a refusal can be shown next to.
+const FORM_FIELDS: [&str; 6] = [
+    "certificate",
+    "private_key",
+    "chain",
+    "key_password",
+    "pkcs12",
+    "pkcs12_password",
+];
+
+/// The certificate, key and chain fields as posted, with any messages.
+fn bundle_form(
+    lang: Lang,
     values: &HashMap<String, String>,
     errors: &HashMap<&'static str, String>,
-    error: Option<String>,
-) -> Response {
-    let lang = user.lang;
-    let fields = IMPORT_FIELDS
+) -> BundleForm {
+    let fields = BUNDLE_FIELDS
         .iter()
         .map(|name| ImportField {
             name,
@@ -345,15 +354,58 @@ fn import_page(
             error: errors.get(name).cloned(),
         })
         .collect();
-    render(ImportPage {
-        c: chrome(user, "/console/ssl/certificates/import"),
-        title: i18n::t(lang, "certs-import"),
+    BundleForm {
         fields,
         key_password_error: errors.get("key_password").cloned(),
         pkcs12_error: errors
             .get("pkcs12")
             .or(errors.get("pkcs12_password"))
             .cloned(),
+        allow_expired: values.get("allow_expired").is_some_and(|v| v == "true"),
+    }
+}
+
+/// What the import and replace forms post, as the service takes it.
+fn bundle_request(f: &HashMap<String, String>) -> ImportRequest {
+    let get = |k: &str| f.get(k).cloned().filter(|v| !v.trim().is_empty());
+    ImportRequest {
+        certificate: get("certificate"),
+        fullchain: None,
+        private_key: get("private_key"),
+        key_password: get("key_password"),
+        chain: get("chain"),
+        pkcs12: get("pkcs12"),
+        pkcs12_password: get("pkcs12_password"),
+        csr: None,
+        notes: get("notes"),
+        allow_expired: f.get("allow_expired").is_some_and(|v| v == "true"),
+    }
+}
+
+/// A refusal next to the field it names, or above the form when the form
+/// has no such field.
+fn place_error(field: &str, message: String) -> (HashMap<&'static str, String>, Option<String>) {
+    let mut errors = HashMap::new();
+    match FORM_FIELDS.iter().find(|k| **k == field) {
+        Some(k) => {
+            errors.insert(*k, message);
+            (errors, None)
+        }
+        None => (errors, Some(message)),
+    }
+}
+
+fn import_page(
+    user: &ConsoleUser,
+    values: &HashMap<String, String>,
+    errors: &HashMap<&'static str, String>,
+    error: Option<String>,
+) -> Response {
+    let lang = user.lang;
+    render(ImportPage {
+        c: chrome(user, "/console/ssl/certificates/import"),
+        title: i18n::t(lang, "certs-import"),
+        form: bundle_form(lang, values, errors),
         notes: values.get("notes").cloned().unwrap_or_default(),
         error,
     })
@@ -380,42 +432,18 @@ pub async fn import(
         Ok(f) => f,
         Err(r) => return r.into_response(),
     };
-    let get = |k: &str| f.get(k).cloned().filter(|v| !v.trim().is_empty());
-    let req = ImportRequest {
-        certificate: get("certificate"),
-        fullchain: None,
-        private_key: get("private_key"),
-        key_password: get("key_password"),
-        chain: get("chain"),
-        pkcs12: get("pkcs12"),
-        pkcs12_password: get("pkcs12_password"),
-        csr: None,
-        notes: get("notes"),
-        allow_expired: f.get("allow_expired").is_some_and(|v| v == "true"),
-    };
-    match st.desk.import_certificate(&user.actor, req).await {
+    match st
+        .desk
+        .import_certificate(&user.actor, bundle_request(&f))
+        .await
+    {
         Ok(v) => Redirect::to(&format!(
             "/console/ssl/certificates/{}?notice=imported",
             v.id
         ))
         .into_response(),
         Err(ServiceError::Invalid { field, message, .. }) => {
-            let known = [
-                "certificate",
-                "private_key",
-                "chain",
-                "key_password",
-                "pkcs12",
-                "pkcs12_password",
-            ];
-            let mut errors = HashMap::new();
-            let general = match known.iter().find(|k| **k == field) {
-                Some(k) => {
-                    errors.insert(*k, message);
-                    None
-                }
-                None => Some(message),
-            };
+            let (errors, general) = place_error(field, message);
             let mut r = import_page(&user, &f, &errors, general);
             *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
             r

@@ -271,14 +271,21 @@ pub struct ImportField {
     pub error: Option<String>,
 }
 
+/// The certificate, key and chain fields shared by the import and replace
+/// forms (console/bundle_fields.html).
+pub struct BundleForm {
+    pub fields: Vec<ImportField>,
+    pub key_password_error: Option<String>,
+    pub pkcs12_error: Option<String>,
+    pub allow_expired: bool,
+}
+
 #[derive(Template)]
 #[template(path = "console/import.html")]
 pub struct ImportPage {
     pub c: Chrome,
     pub title: String,
-    pub fields: Vec<ImportField>,
-    pub key_password_error: Option<String>,
-    pub pkcs12_error: Option<String>,
+    pub form: BundleForm,
     pub notes: String,
     pub error: Option<String>,
 }
