@@ -31,6 +31,14 @@ fn days_text(lang: Lang, v: &CertificateView) -> (String, String) {
     }
 }
 
+/// The name a certificate goes by: its common name, else its first name.
+fn shown_name(v: &CertificateView) -> String {
+    v.common_name
+        .clone()
+        .or_else(|| v.names.first().cloned())
+        .unwrap_or_default()
+}
+
 #[derive(Deserialize, Default)]
 pub struct ListParams {
     name: Option<String>,
@@ -65,11 +73,7 @@ pub async fn list(
                 .iter()
                 .map(|v| {
                     let (days_left, expiry_class) = days_text(lang, v);
-                    let cn = v
-                        .common_name
-                        .clone()
-                        .or_else(|| v.names.first().cloned())
-                        .unwrap_or_default();
+                    let cn = shown_name(v);
                     CertRow {
                         id: v.id.clone(),
                         other_names: v
@@ -136,11 +140,7 @@ fn detail_page(
 ) -> Response {
     let lang = user.lang;
     let (days_left, expiry_class) = days_text(lang, v);
-    let cn = v
-        .common_name
-        .clone()
-        .or_else(|| v.names.first().cloned())
-        .unwrap_or_default();
+    let cn = shown_name(v);
     let warnings = v
         .warnings
         .as_array()
@@ -334,17 +334,23 @@ const FORM_FIELDS: [&str; 6] = [
 ];
 
 /// The certificate, key and chain fields as posted, with any messages.
+/// `replacing`: the private key may stay empty to keep the stored one.
 fn bundle_form(
     lang: Lang,
     values: &HashMap<String, String>,
     errors: &HashMap<&'static str, String>,
+    replacing: bool,
 ) -> BundleForm {
     let fields = BUNDLE_FIELDS
         .iter()
         .map(|name| ImportField {
             name,
             label: i18n::t(lang, &format!("certs-field-{name}")),
-            hint: i18n::t(lang, &format!("certs-hint-{name}")),
+            hint: if replacing && *name == "private_key" {
+                i18n::t(lang, "certs-replace-hint-private_key")
+            } else {
+                i18n::t(lang, &format!("certs-hint-{name}"))
+            },
             // A private key is never sent back into a page.
             value: if *name == "private_key" {
                 String::new()
@@ -405,7 +411,7 @@ fn import_page(
     render(ImportPage {
         c: chrome(user, "/console/ssl/certificates/import"),
         title: i18n::t(lang, "certs-import"),
-        form: bundle_form(lang, values, errors),
+        form: bundle_form(lang, values, errors, false),
         notes: values.get("notes").cloned().unwrap_or_default(),
         error,
     })
@@ -445,6 +451,93 @@ pub async fn import(
         Err(ServiceError::Invalid { field, message, .. }) => {
             let (errors, general) = place_error(field, message);
             let mut r = import_page(&user, &f, &errors, general);
+            *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            r
+        }
+        Err(e) => service_error_page(&user, e),
+    }
+}
+
+fn replace_page(
+    user: &ConsoleUser,
+    v: &CertificateView,
+    values: &HashMap<String, String>,
+    errors: &HashMap<&'static str, String>,
+    error: Option<String>,
+) -> Response {
+    let lang = user.lang;
+    let cn = shown_name(v);
+    render(ReplacePage {
+        c: chrome(user, &format!("/console/ssl/certificates/{}/replace", v.id)),
+        title: format!("{}: {cn}", i18n::t(lang, "certs-replace")),
+        id: v.id.clone(),
+        common_name: cn,
+        not_after: datetime(v.not_after),
+        key_type: v.key_type.clone(),
+        form: bundle_form(lang, values, errors, true),
+        error,
+    })
+}
+
+pub async fn replace_form(
+    State(st): State<ConsoleState>,
+    user: ConsoleUser,
+    Path(id): Path<String>,
+) -> Response {
+    if !user.actor.role.can_order() {
+        return error_page(
+            user.lang,
+            StatusCode::FORBIDDEN,
+            &i18n::t(user.lang, "error-viewer"),
+        );
+    }
+    match st.desk.certificate(&user.actor, &id).await {
+        Ok(v) => replace_page(&user, &v, &HashMap::new(), &HashMap::new(), None),
+        Err(e) => service_error_page(&user, e),
+    }
+}
+
+/// Renewal: the new certificate takes the entry's place, with the stored key
+/// unless a new one is given; the same service call as the API's PUT.
+pub async fn replace(
+    State(st): State<ConsoleState>,
+    user: ConsoleUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let f = match user.checked_form(&headers, &body) {
+        Ok(f) => f,
+        Err(r) => return r.into_response(),
+    };
+    let mut req = bundle_request(&f);
+    // Notes are edited on the certificate's page; a replacement keeps them.
+    req.notes = None;
+    let new_key = req.private_key.is_some() || req.pkcs12.is_some();
+    match st.desk.replace_certificate(&user.actor, &id, req).await {
+        Ok(_) => {
+            Redirect::to(&format!("/console/ssl/certificates/{id}?notice=replaced")).into_response()
+        }
+        Err(ServiceError::Invalid {
+            field,
+            code,
+            message,
+        }) => {
+            let v = match st.desk.certificate(&user.actor, &id).await {
+                Ok(v) => v,
+                Err(e) => return service_error_page(&user, e),
+            };
+            // Without a new key the stored one was tried: the certificate the
+            // user gave is what does not fit, not the empty key field.
+            let (errors, general) = if code == "import_key_mismatch" && !new_key {
+                place_error(
+                    "certificate",
+                    i18n::t(user.lang, "certs-replace-key-mismatch"),
+                )
+            } else {
+                place_error(field, message)
+            };
+            let mut r = replace_page(&user, &v, &f, &errors, general);
             *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
             r
         }

@@ -289,3 +289,16 @@ pub struct ImportPage {
     pub notes: String,
     pub error: Option<String>,
 }
+
+#[derive(Template)]
+#[template(path = "console/replace.html")]
+pub struct ReplacePage {
+    pub c: Chrome,
+    pub title: String,
+    pub id: String,
+    pub common_name: String,
+    pub not_after: String,
+    pub key_type: String,
+    pub form: BundleForm,
+    pub error: Option<String>,
+}

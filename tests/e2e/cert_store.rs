@@ -61,6 +61,21 @@ pub fn make_bundle(
     intermediates: usize,
     not_after: OffsetDateTime,
 ) -> Bundle {
+    signed_bundle(key_for(dir, key), name, intermediates, not_after)
+}
+
+/// The renewal of a bundle's certificate: the same key and names, a new
+/// serial and expiry, from a new chain of one intermediate.
+pub fn renewed(b: &Bundle, name: &str, not_after: OffsetDateTime) -> Bundle {
+    signed_bundle(KeyPair::from_pem(&b.key).unwrap(), name, 1, not_after)
+}
+
+fn signed_bundle(
+    leaf_key: KeyPair,
+    name: &str,
+    intermediates: usize,
+    not_after: OffsetDateTime,
+) -> Bundle {
     let now = OffsetDateTime::now_utc();
     let root_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let root_params = ca_params("Test Root", now);
@@ -73,12 +88,13 @@ pub fn make_bundle(
         chain.insert(0, c.pem());
         issuer = Issuer::new(p, k);
     }
-    let leaf_key = key_for(dir, key);
     let mut p = CertificateParams::new(vec![name.to_string(), format!("www.{name}")]).unwrap();
     p.distinguished_name.push(DnType::CommonName, name);
     // A day before now, or before the expiry of an already expired one.
     p.not_before = (now - Duration::days(1)).min(not_after - Duration::days(1));
     p.not_after = not_after;
+    // As a CA does; rcgen would derive it from the key, the same for a renewal.
+    p.serial_number = Some(rcgen::SerialNumber::from(rand::random::<u64>() >> 1));
     let leaf = p.signed_by(&leaf_key, &issuer).unwrap();
     Bundle {
         cert: leaf.pem(),
