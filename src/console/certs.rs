@@ -13,7 +13,9 @@ use super::session::ConsoleUser;
 use super::views::*;
 use super::ConsoleState;
 use crate::i18n::{self, Lang};
-use crate::service::certificates::{CertificateQuery, CertificateView, ImportRequest};
+use crate::service::certificates::{
+    CertificateQuery, CertificateView, ImportRequest, MIN_EXPORT_PASSWORD_CHARS,
+};
 use crate::service::ServiceError;
 
 fn days_text(lang: Lang, v: &CertificateView) -> (String, String) {
@@ -137,6 +139,7 @@ fn detail_page(
     v: &CertificateView,
     notice: Option<String>,
     error: Option<String>,
+    p12: Pkcs12Errors,
 ) -> Response {
     let lang = user.lang;
     let (days_left, expiry_class) = days_text(lang, v);
@@ -178,6 +181,14 @@ fn detail_page(
                 .collect(),
             warnings,
         },
+        p12,
+        export_hint: i18n::t_count(
+            lang,
+            "certs-p12-export-hint",
+            MIN_EXPORT_PASSWORD_CHARS as i64,
+            &[],
+        ),
+        export_min_chars: MIN_EXPORT_PASSWORD_CHARS,
         notice,
         error,
     })
@@ -201,6 +212,7 @@ pub async fn detail(
             q.notice
                 .map(|n| i18n::t(user.lang, &format!("certs-notice-{n}"))),
             None,
+            Pkcs12Errors::default(),
         ),
         Err(e) => service_error_page(&user, e),
     }
@@ -267,7 +279,8 @@ pub async fn download_key(
         Err(ServiceError::Invalid { message, .. }) => {
             match st.desk.certificate(&user.actor, &id).await {
                 Ok(v) => {
-                    let mut r = detail_page(&user, &v, None, Some(message));
+                    let mut r =
+                        detail_page(&user, &v, None, Some(message), Pkcs12Errors::default());
                     *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
                     r
                 }
@@ -276,6 +289,97 @@ pub async fn download_key(
         }
         Err(e) => service_error_page(&user, e),
     }
+}
+
+/// A name safe for a downloaded file: `*.example.com` → `_.example.com`.
+fn file_stem(v: &CertificateView) -> String {
+    let name = shown_name(v);
+    let stem: String = name
+        .chars()
+        .map(|ch| {
+            if ch.is_ascii_alphanumeric() || matches!(ch, '.' | '-' | '_') {
+                ch
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if stem.trim_matches(['.', '_']).is_empty() {
+        "certificate".into()
+    } else {
+        stem
+    }
+}
+
+/// The certificate, its chain and its key as one PKCS#12 file, protected by
+/// a password the user chooses (typed twice), once they typed their own
+/// password again. Audited by the service like the API's export.
+pub async fn download_pkcs12(
+    State(st): State<ConsoleState>,
+    user: ConsoleUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let f = match user.checked_form(&headers, &body) {
+        Ok(f) => f,
+        Err(r) => return r.into_response(),
+    };
+    let lang = user.lang;
+    let v = match st.desk.certificate(&user.actor, &id).await {
+        Ok(v) => v,
+        Err(e) => return service_error_page(&user, e),
+    };
+    let field = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
+    let mut errors = Pkcs12Errors::default();
+    let mut general = None;
+    if field("export_password") != field("export_password_confirm") {
+        errors.export_password_confirm = Some(i18n::t(lang, "certs-p12-mismatch"));
+    } else {
+        match st
+            .desk
+            .pkcs12(
+                &user.actor,
+                &id,
+                field("password"),
+                field("export_password"),
+            )
+            .await
+        {
+            Ok(p12) => {
+                return (
+                    [
+                        (header::CONTENT_TYPE, "application/x-pkcs12".to_string()),
+                        (
+                            header::CONTENT_DISPOSITION,
+                            format!("attachment; filename=\"{}.p12\"", file_stem(&v)),
+                        ),
+                        // A private key: never kept by a cache, whatever the
+                        // layers around this handler do.
+                        (header::CACHE_CONTROL, "no-store".to_string()),
+                    ],
+                    p12,
+                )
+                    .into_response();
+            }
+            Err(ServiceError::Invalid { field, message, .. }) => match field {
+                "password" => errors.password = Some(i18n::t(lang, "certs-p12-wrong-password")),
+                "export_password" => {
+                    errors.export_password = Some(i18n::t_count(
+                        lang,
+                        "certs-p12-too-short",
+                        MIN_EXPORT_PASSWORD_CHARS as i64,
+                        &[],
+                    ))
+                }
+                _ => general = Some(message),
+            },
+            Err(e) => return service_error_page(&user, e),
+        }
+    }
+    let mut r = detail_page(&user, &v, None, general, errors);
+    *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    r
 }
 
 pub async fn save_notes(

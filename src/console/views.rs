@@ -253,12 +253,23 @@ pub struct CertDetail {
     pub warnings: Vec<String>,
 }
 
+/// The PKCS#12 download form: a message next to each field that has a problem.
+#[derive(Default)]
+pub struct Pkcs12Errors {
+    pub password: Option<String>,
+    pub export_password: Option<String>,
+    pub export_password_confirm: Option<String>,
+}
+
 #[derive(Template)]
 #[template(path = "console/certificate.html")]
 pub struct CertificatePage {
     pub c: Chrome,
     pub title: String,
     pub v: CertDetail,
+    pub p12: Pkcs12Errors,
+    pub export_hint: String,
+    pub export_min_chars: usize,
     pub notice: Option<String>,
     pub error: Option<String>,
 }

@@ -1,6 +1,8 @@
-//! SSL › Certificates over plain HTTP: replacing a certificate (renewal), as
-//! a browser without JavaScript or a forger does it. The Chromium test covers what a person clicks.
+//! SSL › Certificates over plain HTTP: replacing a certificate (renewal) and
+//! downloading it as PKCS#12, as a browser without JavaScript or a forger
+//! does it. The Chromium test covers what a person clicks.
 
+use reqwest::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use time::{Duration, OffsetDateTime};
@@ -33,6 +35,25 @@ async fn import(desk: &Desk, b: &Bundle) -> String {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{c}");
     c["id"].as_str().unwrap().to_string()
+}
+
+/// Posts the PKCS#12 form: the account password, the file's password twice.
+async fn post_pkcs12(
+    s: &ConsoleSession,
+    path: &str,
+    csrf: &str,
+    [password, export, again]: [&str; 3],
+) -> reqwest::Response {
+    s.post(
+        path,
+        &[
+            ("csrf", csrf),
+            ("password", password),
+            ("export_password", export),
+            ("export_password_confirm", again),
+        ],
+    )
+    .await
 }
 
 async fn stored(desk: &Desk, id: &str) -> Value {
@@ -190,7 +211,7 @@ async fn a_renewal_for_another_key_is_refused_next_to_the_certificate_field_and_
 }
 
 #[tokio::test]
-async fn forged_viewer_and_foreign_replacements_are_refused() {
+async fn forged_viewer_and_foreign_replace_and_pkcs12_requests_are_refused() {
     let desk = Desk::start(None, &[]).await;
     set_password(&desk, "admin@localhost", PASSWORD);
     let dir = tempfile::tempdir().unwrap();
@@ -199,8 +220,10 @@ async fn forged_viewer_and_foreign_replacements_are_refused() {
     let before = stored(&desk, &id).await;
     let r = renewed(&b, "guard.example.com", in_days(400));
     let replace = format!("/console/ssl/certificates/{id}/replace");
+    let pkcs12 = format!("/console/ssl/certificates/{id}/pkcs12");
+    let export = |password| [password, "file password", "file password"];
 
-    // No CSRF token, or a forged one: 403, and nothing is replaced.
+    // No CSRF token, or a forged one: 403, and nothing is replaced or exported.
     let admin = ConsoleSession::sign_in(&desk, "admin@localhost", PASSWORD)
         .await
         .unwrap();
@@ -210,9 +233,12 @@ async fn forged_viewer_and_foreign_replacements_are_refused() {
         let (status, page, _) = admin.post_form(&replace, &form).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
         assert!(page.contains("This form has expired"), "{page}");
+        let res = post_pkcs12(&admin, &pkcs12, csrf.unwrap_or(""), export(PASSWORD)).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        assert!(res.headers().get(CONTENT_DISPOSITION).is_none());
     }
 
-    // A viewer sees no Replace button and is refused the form.
+    // A viewer sees neither form and is refused both.
     desk.user("Default", "viewer@example.com", "viewer");
     set_password(&desk, "viewer@example.com", "viewer password 123");
     let viewer = ConsoleSession::sign_in(&desk, "viewer@example.com", "viewer password 123")
@@ -221,7 +247,9 @@ async fn forged_viewer_and_foreign_replacements_are_refused() {
     let (status, page) = viewer.get(&format!("/console/ssl/certificates/{id}")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
-        page.contains("guard.example.com") && !page.contains("replace-cert"),
+        page.contains("guard.example.com")
+            && !page.contains("replace-cert")
+            && !page.contains("pkcs12-form"),
         "{page}"
     );
     let (status, _) = viewer.get(&replace).await;
@@ -237,6 +265,14 @@ async fn forged_viewer_and_foreign_replacements_are_refused() {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    let res = post_pkcs12(
+        &viewer,
+        &pkcs12,
+        &viewer.csrf,
+        export("viewer password 123"),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
 
     // Another account's certificate is not found.
     desk.user("Other Co", "other@other.example", "admin");
@@ -263,6 +299,8 @@ async fn forged_viewer_and_foreign_replacements_are_refused() {
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let res = post_pkcs12(&other, &pkcs12, &other.csrf, export("other password 123")).await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
 
     assert_eq!(stored(&desk, &id).await, before, "nothing changed");
     assert!(
@@ -270,7 +308,133 @@ async fn forged_viewer_and_foreign_replacements_are_refused() {
             .audit_events()
             .await
             .iter()
-            .any(|e| e.1 == "certificate.replaced"),
-        "nothing replaced"
+            .any(|e| e.1 == "certificate.replaced" || e.1 == "certificate.key_downloaded"),
+        "nothing replaced, no key left the desk"
+    );
+}
+
+#[tokio::test]
+async fn the_pkcs12_download_asks_for_your_password_and_a_file_password_typed_twice() {
+    let desk = Desk::start(None, &[]).await;
+    set_password(&desk, "admin@localhost", PASSWORD);
+    let dir = tempfile::tempdir().unwrap();
+    let b = make_bundle(dir.path(), "ec:P-256", "shop.example.com", 1, in_days(90));
+    let id = import(&desk, &b).await;
+    let s = ConsoleSession::sign_in(&desk, "admin@localhost", PASSWORD)
+        .await
+        .unwrap();
+    let path = format!("/console/ssl/certificates/{id}/pkcs12");
+    // Each mistake: no file, and the message next to its field.
+    for (password, export, again, field, message) in [
+        (
+            "not my password",
+            "file password",
+            "file password",
+            "p12-password-error",
+            "This is not your password: type the password you sign in with.",
+        ),
+        (
+            PASSWORD,
+            "file password",
+            "file pasword",
+            "export-password-confirm-error",
+            "The two passwords differ: type the same password twice.",
+        ),
+        (
+            PASSWORD,
+            "short",
+            "short",
+            "export-password-error",
+            "Choose a password of at least 8 characters for the file.",
+        ),
+        (
+            PASSWORD,
+            "",
+            "",
+            "export-password-error",
+            "Choose a password of at least 8 characters for the file.",
+        ),
+    ] {
+        let res = post_pkcs12(&s, &path, &s.csrf, [password, export, again]).await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{field}");
+        assert!(res.headers().get(CONTENT_DISPOSITION).is_none(), "{field}");
+        assert!(res.headers()[CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        let page = res.text().await.unwrap();
+        assert_eq!(shown_text(&page, field).as_deref(), Some(message), "{page}");
+    }
+    assert!(
+        !desk
+            .audit_events()
+            .await
+            .iter()
+            .any(|e| e.1 == "certificate.key_downloaded"),
+        "no file, no download recorded"
+    );
+
+    let res = post_pkcs12(
+        &s,
+        &path,
+        &s.csrf,
+        [PASSWORD, "file password", "file password"],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let h = res.headers().clone();
+    assert_eq!(h[CONTENT_TYPE], "application/x-pkcs12");
+    assert_eq!(
+        h[CONTENT_DISPOSITION],
+        "attachment; filename=\"shop.example.com.p12\""
+    );
+    assert_eq!(h[CACHE_CONTROL], "no-store");
+    let p12 = dir.path().join("shop.p12");
+    std::fs::write(&p12, res.bytes().await.unwrap()).unwrap();
+    let opened = String::from_utf8(openssl(&[
+        "pkcs12",
+        "-in",
+        p12.to_str().unwrap(),
+        "-nodes",
+        "-passin",
+        "pass:file password",
+    ]))
+    .unwrap();
+    assert!(
+        opened.contains(b.cert.trim()) && opened.contains(b.chain.trim()),
+        "the file holds the certificate and its chain: {opened}"
+    );
+    let begin = opened.find("-----BEGIN PRIVATE KEY-----").unwrap();
+    let end = opened.find("-----END PRIVATE KEY-----").unwrap() + 25;
+    let (from_file, imported) = (dir.path().join("p12-key.pem"), dir.path().join("in.pem"));
+    std::fs::write(&from_file, &opened[begin..end]).unwrap();
+    std::fs::write(&imported, &b.key).unwrap();
+    let key = |f: &std::path::Path| openssl(&["pkey", "-in", f.to_str().unwrap()]);
+    assert_eq!(
+        key(&from_file),
+        key(&imported),
+        "the file holds the imported key"
+    );
+
+    // Audited exactly as the API's export is.
+    let (s_api, _, _) = desk
+        .api
+        .post(
+            &format!("/api/v1/certificates/{id}/pkcs12"),
+            Some(&json!({"password": PASSWORD, "export_password": "file password"})),
+        )
+        .await;
+    assert_eq!(s_api, StatusCode::OK);
+    let exports: Vec<_> = desk
+        .audit_events()
+        .await
+        .into_iter()
+        .filter(|e| e.1 == "certificate.key_downloaded")
+        .collect();
+    assert_eq!(exports.len(), 2, "{exports:?}");
+    assert_eq!(exports[0], exports[1]);
+    assert_eq!(
+        (exports[0].2.as_str(), &exports[0].3),
+        (id.as_str(), &json!({"format": "pkcs12"}))
     );
 }
