@@ -13,7 +13,9 @@ use super::session::ConsoleUser;
 use super::views::*;
 use super::ConsoleState;
 use crate::i18n::{self, Lang};
-use crate::service::certificates::{CertificateQuery, CertificateView, ImportRequest};
+use crate::service::certificates::{
+    CertificateQuery, CertificateView, ImportRequest, MIN_EXPORT_PASSWORD_CHARS,
+};
 use crate::service::ServiceError;
 
 fn days_text(lang: Lang, v: &CertificateView) -> (String, String) {
@@ -29,6 +31,14 @@ fn days_text(lang: Lang, v: &CertificateView) -> (String, String) {
             class.into(),
         )
     }
+}
+
+/// The name a certificate goes by: its common name, else its first name.
+fn shown_name(v: &CertificateView) -> String {
+    v.common_name
+        .clone()
+        .or_else(|| v.names.first().cloned())
+        .unwrap_or_default()
 }
 
 #[derive(Deserialize, Default)]
@@ -65,11 +75,7 @@ pub async fn list(
                 .iter()
                 .map(|v| {
                     let (days_left, expiry_class) = days_text(lang, v);
-                    let cn = v
-                        .common_name
-                        .clone()
-                        .or_else(|| v.names.first().cloned())
-                        .unwrap_or_default();
+                    let cn = shown_name(v);
                     CertRow {
                         id: v.id.clone(),
                         other_names: v
@@ -133,14 +139,11 @@ fn detail_page(
     v: &CertificateView,
     notice: Option<String>,
     error: Option<String>,
+    p12: Pkcs12Errors,
 ) -> Response {
     let lang = user.lang;
     let (days_left, expiry_class) = days_text(lang, v);
-    let cn = v
-        .common_name
-        .clone()
-        .or_else(|| v.names.first().cloned())
-        .unwrap_or_default();
+    let cn = shown_name(v);
     let warnings = v
         .warnings
         .as_array()
@@ -178,6 +181,14 @@ fn detail_page(
                 .collect(),
             warnings,
         },
+        p12,
+        export_hint: i18n::t_count(
+            lang,
+            "certs-p12-export-hint",
+            MIN_EXPORT_PASSWORD_CHARS as i64,
+            &[],
+        ),
+        export_min_chars: MIN_EXPORT_PASSWORD_CHARS,
         notice,
         error,
     })
@@ -201,6 +212,7 @@ pub async fn detail(
             q.notice
                 .map(|n| i18n::t(user.lang, &format!("certs-notice-{n}"))),
             None,
+            Pkcs12Errors::default(),
         ),
         Err(e) => service_error_page(&user, e),
     }
@@ -267,7 +279,8 @@ pub async fn download_key(
         Err(ServiceError::Invalid { message, .. }) => {
             match st.desk.certificate(&user.actor, &id).await {
                 Ok(v) => {
-                    let mut r = detail_page(&user, &v, None, Some(message));
+                    let mut r =
+                        detail_page(&user, &v, None, Some(message), Pkcs12Errors::default());
                     *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
                     r
                 }
@@ -276,6 +289,97 @@ pub async fn download_key(
         }
         Err(e) => service_error_page(&user, e),
     }
+}
+
+/// A name safe for a downloaded file: `*.example.com` → `_.example.com`.
+fn file_stem(v: &CertificateView) -> String {
+    let name = shown_name(v);
+    let stem: String = name
+        .chars()
+        .map(|ch| {
+            if ch.is_ascii_alphanumeric() || matches!(ch, '.' | '-' | '_') {
+                ch
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if stem.trim_matches(['.', '_']).is_empty() {
+        "certificate".into()
+    } else {
+        stem
+    }
+}
+
+/// The certificate, its chain and its key as one PKCS#12 file, protected by
+/// a password the user chooses (typed twice), once they typed their own
+/// password again. Audited by the service like the API's export.
+pub async fn download_pkcs12(
+    State(st): State<ConsoleState>,
+    user: ConsoleUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let f = match user.checked_form(&headers, &body) {
+        Ok(f) => f,
+        Err(r) => return r.into_response(),
+    };
+    let lang = user.lang;
+    let v = match st.desk.certificate(&user.actor, &id).await {
+        Ok(v) => v,
+        Err(e) => return service_error_page(&user, e),
+    };
+    let field = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
+    let mut errors = Pkcs12Errors::default();
+    let mut general = None;
+    if field("export_password") != field("export_password_confirm") {
+        errors.export_password_confirm = Some(i18n::t(lang, "certs-p12-mismatch"));
+    } else {
+        match st
+            .desk
+            .pkcs12(
+                &user.actor,
+                &id,
+                field("password"),
+                field("export_password"),
+            )
+            .await
+        {
+            Ok(p12) => {
+                return (
+                    [
+                        (header::CONTENT_TYPE, "application/x-pkcs12".to_string()),
+                        (
+                            header::CONTENT_DISPOSITION,
+                            format!("attachment; filename=\"{}.p12\"", file_stem(&v)),
+                        ),
+                        // A private key: never kept by a cache, whatever the
+                        // layers around this handler do.
+                        (header::CACHE_CONTROL, "no-store".to_string()),
+                    ],
+                    p12,
+                )
+                    .into_response();
+            }
+            Err(ServiceError::Invalid { field, message, .. }) => match field {
+                "password" => errors.password = Some(i18n::t(lang, "certs-p12-wrong-password")),
+                "export_password" => {
+                    errors.export_password = Some(i18n::t_count(
+                        lang,
+                        "certs-p12-too-short",
+                        MIN_EXPORT_PASSWORD_CHARS as i64,
+                        &[],
+                    ))
+                }
+                _ => general = Some(message),
+            },
+            Err(e) => return service_error_page(&user, e),
+        }
+    }
+    let mut r = detail_page(&user, &v, None, general, errors);
+    *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    r
 }
 
 pub async fn save_notes(
@@ -321,21 +425,36 @@ pub async fn delete(
     }
 }
 
-const IMPORT_FIELDS: [&str; 3] = ["certificate", "private_key", "chain"];
+const BUNDLE_FIELDS: [&str; 3] = ["certificate", "private_key", "chain"];
 
-fn import_page(
-    user: &ConsoleUser,
+/// The fields of the import and replace forms a refusal can be shown next to.
+const FORM_FIELDS: [&str; 6] = [
+    "certificate",
+    "private_key",
+    "chain",
+    "key_password",
+    "pkcs12",
+    "pkcs12_password",
+];
+
+/// The certificate, key and chain fields as posted, with any messages.
+/// `replacing`: the private key may stay empty to keep the stored one.
+fn bundle_form(
+    lang: Lang,
     values: &HashMap<String, String>,
     errors: &HashMap<&'static str, String>,
-    error: Option<String>,
-) -> Response {
-    let lang = user.lang;
-    let fields = IMPORT_FIELDS
+    replacing: bool,
+) -> BundleForm {
+    let fields = BUNDLE_FIELDS
         .iter()
         .map(|name| ImportField {
             name,
             label: i18n::t(lang, &format!("certs-field-{name}")),
-            hint: i18n::t(lang, &format!("certs-hint-{name}")),
+            hint: if replacing && *name == "private_key" {
+                i18n::t(lang, "certs-replace-hint-private_key")
+            } else {
+                i18n::t(lang, &format!("certs-hint-{name}"))
+            },
             // A private key is never sent back into a page.
             value: if *name == "private_key" {
                 String::new()
@@ -345,15 +464,58 @@ fn import_page(
             error: errors.get(name).cloned(),
         })
         .collect();
-    render(ImportPage {
-        c: chrome(user, "/console/ssl/certificates/import"),
-        title: i18n::t(lang, "certs-import"),
+    BundleForm {
         fields,
         key_password_error: errors.get("key_password").cloned(),
         pkcs12_error: errors
             .get("pkcs12")
             .or(errors.get("pkcs12_password"))
             .cloned(),
+        allow_expired: values.get("allow_expired").is_some_and(|v| v == "true"),
+    }
+}
+
+/// What the import and replace forms post, as the service takes it.
+fn bundle_request(f: &HashMap<String, String>) -> ImportRequest {
+    let get = |k: &str| f.get(k).cloned().filter(|v| !v.trim().is_empty());
+    ImportRequest {
+        certificate: get("certificate"),
+        fullchain: None,
+        private_key: get("private_key"),
+        key_password: get("key_password"),
+        chain: get("chain"),
+        pkcs12: get("pkcs12"),
+        pkcs12_password: get("pkcs12_password"),
+        csr: None,
+        notes: get("notes"),
+        allow_expired: f.get("allow_expired").is_some_and(|v| v == "true"),
+    }
+}
+
+/// A refusal next to the field it names, or above the form when the form
+/// has no such field.
+fn place_error(field: &str, message: String) -> (HashMap<&'static str, String>, Option<String>) {
+    let mut errors = HashMap::new();
+    match FORM_FIELDS.iter().find(|k| **k == field) {
+        Some(k) => {
+            errors.insert(*k, message);
+            (errors, None)
+        }
+        None => (errors, Some(message)),
+    }
+}
+
+fn import_page(
+    user: &ConsoleUser,
+    values: &HashMap<String, String>,
+    errors: &HashMap<&'static str, String>,
+    error: Option<String>,
+) -> Response {
+    let lang = user.lang;
+    render(ImportPage {
+        c: chrome(user, "/console/ssl/certificates/import"),
+        title: i18n::t(lang, "certs-import"),
+        form: bundle_form(lang, values, errors, false),
         notes: values.get("notes").cloned().unwrap_or_default(),
         error,
     })
@@ -380,43 +542,106 @@ pub async fn import(
         Ok(f) => f,
         Err(r) => return r.into_response(),
     };
-    let get = |k: &str| f.get(k).cloned().filter(|v| !v.trim().is_empty());
-    let req = ImportRequest {
-        certificate: get("certificate"),
-        fullchain: None,
-        private_key: get("private_key"),
-        key_password: get("key_password"),
-        chain: get("chain"),
-        pkcs12: get("pkcs12"),
-        pkcs12_password: get("pkcs12_password"),
-        csr: None,
-        notes: get("notes"),
-        allow_expired: f.get("allow_expired").is_some_and(|v| v == "true"),
-    };
-    match st.desk.import_certificate(&user.actor, req).await {
+    match st
+        .desk
+        .import_certificate(&user.actor, bundle_request(&f))
+        .await
+    {
         Ok(v) => Redirect::to(&format!(
             "/console/ssl/certificates/{}?notice=imported",
             v.id
         ))
         .into_response(),
         Err(ServiceError::Invalid { field, message, .. }) => {
-            let known = [
-                "certificate",
-                "private_key",
-                "chain",
-                "key_password",
-                "pkcs12",
-                "pkcs12_password",
-            ];
-            let mut errors = HashMap::new();
-            let general = match known.iter().find(|k| **k == field) {
-                Some(k) => {
-                    errors.insert(*k, message);
-                    None
-                }
-                None => Some(message),
-            };
+            let (errors, general) = place_error(field, message);
             let mut r = import_page(&user, &f, &errors, general);
+            *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            r
+        }
+        Err(e) => service_error_page(&user, e),
+    }
+}
+
+fn replace_page(
+    user: &ConsoleUser,
+    v: &CertificateView,
+    values: &HashMap<String, String>,
+    errors: &HashMap<&'static str, String>,
+    error: Option<String>,
+) -> Response {
+    let lang = user.lang;
+    let cn = shown_name(v);
+    render(ReplacePage {
+        c: chrome(user, &format!("/console/ssl/certificates/{}/replace", v.id)),
+        title: format!("{}: {cn}", i18n::t(lang, "certs-replace")),
+        id: v.id.clone(),
+        common_name: cn,
+        not_after: datetime(v.not_after),
+        key_type: v.key_type.clone(),
+        form: bundle_form(lang, values, errors, true),
+        error,
+    })
+}
+
+pub async fn replace_form(
+    State(st): State<ConsoleState>,
+    user: ConsoleUser,
+    Path(id): Path<String>,
+) -> Response {
+    if !user.actor.role.can_order() {
+        return error_page(
+            user.lang,
+            StatusCode::FORBIDDEN,
+            &i18n::t(user.lang, "error-viewer"),
+        );
+    }
+    match st.desk.certificate(&user.actor, &id).await {
+        Ok(v) => replace_page(&user, &v, &HashMap::new(), &HashMap::new(), None),
+        Err(e) => service_error_page(&user, e),
+    }
+}
+
+/// Renewal: the new certificate takes the entry's place, with the stored key
+/// unless a new one is given; the same service call as the API's PUT.
+pub async fn replace(
+    State(st): State<ConsoleState>,
+    user: ConsoleUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let f = match user.checked_form(&headers, &body) {
+        Ok(f) => f,
+        Err(r) => return r.into_response(),
+    };
+    let mut req = bundle_request(&f);
+    // Notes are edited on the certificate's page; a replacement keeps them.
+    req.notes = None;
+    let new_key = req.private_key.is_some() || req.pkcs12.is_some();
+    match st.desk.replace_certificate(&user.actor, &id, req).await {
+        Ok(_) => {
+            Redirect::to(&format!("/console/ssl/certificates/{id}?notice=replaced")).into_response()
+        }
+        Err(ServiceError::Invalid {
+            field,
+            code,
+            message,
+        }) => {
+            let v = match st.desk.certificate(&user.actor, &id).await {
+                Ok(v) => v,
+                Err(e) => return service_error_page(&user, e),
+            };
+            // Without a new key the stored one was tried: the certificate the
+            // user gave is what does not fit, not the empty key field.
+            let (errors, general) = if code == "import_key_mismatch" && !new_key {
+                place_error(
+                    "certificate",
+                    i18n::t(user.lang, "certs-replace-key-mismatch"),
+                )
+            } else {
+                place_error(field, message)
+            };
+            let mut r = replace_page(&user, &v, &f, &errors, general);
             *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
             r
         }

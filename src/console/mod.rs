@@ -81,6 +81,14 @@ pub fn router(desk: Arc<Desk>, secure_cookies: bool) -> Router {
             post(certs::download_key),
         )
         .route(
+            "/console/ssl/certificates/{id}/pkcs12",
+            post(certs::download_pkcs12),
+        )
+        .route(
+            "/console/ssl/certificates/{id}/replace",
+            get(certs::replace_form).post(certs::replace),
+        )
+        .route(
             "/console/ssl/certificates/{id}/notes",
             post(certs::save_notes),
         )

@@ -71,10 +71,17 @@ pub fn error_page(lang: Lang, status: StatusCode, message: &str) -> Response {
 pub(super) fn service_error_page(user: &ConsoleUser, e: ServiceError) -> Response {
     let lang = user.lang;
     match e {
-        ServiceError::NotFound(_) => error_page(
+        ServiceError::NotFound(what) => error_page(
             lang,
             StatusCode::NOT_FOUND,
-            &i18n::t(lang, "error-order-not-found"),
+            &i18n::t(
+                lang,
+                if what == "certificate" {
+                    "error-certificate-not-found"
+                } else {
+                    "error-order-not-found"
+                },
+            ),
         ),
         ServiceError::Forbidden(_) => {
             error_page(lang, StatusCode::FORBIDDEN, &i18n::t(lang, "error-viewer"))

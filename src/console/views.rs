@@ -253,12 +253,23 @@ pub struct CertDetail {
     pub warnings: Vec<String>,
 }
 
+/// The PKCS#12 download form: a message next to each field that has a problem.
+#[derive(Default)]
+pub struct Pkcs12Errors {
+    pub password: Option<String>,
+    pub export_password: Option<String>,
+    pub export_password_confirm: Option<String>,
+}
+
 #[derive(Template)]
 #[template(path = "console/certificate.html")]
 pub struct CertificatePage {
     pub c: Chrome,
     pub title: String,
     pub v: CertDetail,
+    pub p12: Pkcs12Errors,
+    pub export_hint: String,
+    pub export_min_chars: usize,
     pub notice: Option<String>,
     pub error: Option<String>,
 }
@@ -271,14 +282,34 @@ pub struct ImportField {
     pub error: Option<String>,
 }
 
+/// The certificate, key and chain fields shared by the import and replace
+/// forms (console/bundle_fields.html).
+pub struct BundleForm {
+    pub fields: Vec<ImportField>,
+    pub key_password_error: Option<String>,
+    pub pkcs12_error: Option<String>,
+    pub allow_expired: bool,
+}
+
 #[derive(Template)]
 #[template(path = "console/import.html")]
 pub struct ImportPage {
     pub c: Chrome,
     pub title: String,
-    pub fields: Vec<ImportField>,
-    pub key_password_error: Option<String>,
-    pub pkcs12_error: Option<String>,
+    pub form: BundleForm,
     pub notes: String,
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "console/replace.html")]
+pub struct ReplacePage {
+    pub c: Chrome,
+    pub title: String,
+    pub id: String,
+    pub common_name: String,
+    pub not_after: String,
+    pub key_type: String,
+    pub form: BundleForm,
     pub error: Option<String>,
 }

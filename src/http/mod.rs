@@ -13,7 +13,7 @@ use crate::ca::builtin::BuiltinCa;
 use crate::service::Desk;
 
 /// Requests are small JSON documents; a CSR with 100 names fits well within this.
-const MAX_BODY: usize = 256 * 1024;
+pub(crate) const MAX_BODY: usize = 256 * 1024;
 
 pub fn app(desk: Arc<Desk>, builtin: Option<&Arc<BuiltinCa>>, secure_cookies: bool) -> Router {
     let mut app = Router::new()

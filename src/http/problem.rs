@@ -121,11 +121,19 @@ impl IntoResponse for ServiceError {
 
 impl From<JsonRejection> for Problem {
     fn from(r: JsonRejection) -> Problem {
-        let status = match r {
-            JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            JsonRejection::JsonDataError(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            _ => StatusCode::BAD_REQUEST,
-        };
+        // axum's own: 415 without a JSON content type, 422 for a JSON
+        // document of the wrong shape, 413 for a body over the limit, else 400.
+        let status = r.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            return Problem::new(
+                status,
+                "body_too_large",
+                format!(
+                    "the request body is larger than the {} KiB the desk accepts",
+                    super::MAX_BODY / 1024
+                ),
+            );
+        }
         // serde names the offending field in its message ("missing field `csr`").
         let detail = r.body_text();
         let field = detail

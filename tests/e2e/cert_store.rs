@@ -61,6 +61,21 @@ pub fn make_bundle(
     intermediates: usize,
     not_after: OffsetDateTime,
 ) -> Bundle {
+    signed_bundle(key_for(dir, key), name, intermediates, not_after)
+}
+
+/// The renewal of a bundle's certificate: the same key and names, a new
+/// serial and expiry, from a new chain of one intermediate.
+pub fn renewed(b: &Bundle, name: &str, not_after: OffsetDateTime) -> Bundle {
+    signed_bundle(KeyPair::from_pem(&b.key).unwrap(), name, 1, not_after)
+}
+
+fn signed_bundle(
+    leaf_key: KeyPair,
+    name: &str,
+    intermediates: usize,
+    not_after: OffsetDateTime,
+) -> Bundle {
     let now = OffsetDateTime::now_utc();
     let root_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let root_params = ca_params("Test Root", now);
@@ -73,11 +88,13 @@ pub fn make_bundle(
         chain.insert(0, c.pem());
         issuer = Issuer::new(p, k);
     }
-    let leaf_key = key_for(dir, key);
     let mut p = CertificateParams::new(vec![name.to_string(), format!("www.{name}")]).unwrap();
     p.distinguished_name.push(DnType::CommonName, name);
-    p.not_before = now - Duration::days(1);
+    // A day before now, or before the expiry of an already expired one.
+    p.not_before = (now - Duration::days(1)).min(not_after - Duration::days(1));
     p.not_after = not_after;
+    // As a CA does; rcgen would derive it from the key, the same for a renewal.
+    p.serial_number = Some(rcgen::SerialNumber::from(rand::random::<u64>() >> 1));
     let leaf = p.signed_by(&leaf_key, &issuer).unwrap();
     Bundle {
         cert: leaf.pem(),
@@ -472,5 +489,261 @@ async fn a_renewed_certificate_replaces_the_old_one_with_the_same_or_a_new_key()
         k["private_key"],
         other.key.as_str(),
         "the new key replaced the old one"
+    );
+}
+
+/// One refusal of the import API: what was sent, and what must come back.
+struct Refusal {
+    what: &'static str,
+    body: Value,
+    status: StatusCode,
+    field: Option<&'static str>,
+    code: &'static str,
+    /// Part of the message a user acts on.
+    detail: &'static str,
+}
+
+#[tokio::test]
+async fn each_bad_import_is_refused_with_its_status_field_and_code() {
+    let desk = Desk::start(None, &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let b = make_bundle(d, "ec:P-256", "bad.example.com", 1, in_days(90));
+    let other = make_bundle(d, "ec:P-256", "bad.example.com", 1, in_days(90));
+    let with = |changes: Value| {
+        let mut body = import_body(&b);
+        for (k, v) in changes.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+
+    let key_file = d.join("key.pem");
+    std::fs::write(&key_file, &b.key).unwrap();
+    let encrypted_key = String::from_utf8(openssl(&[
+        "pkcs8",
+        "-topk8",
+        "-v2",
+        "aes-256-cbc",
+        "-in",
+        key_file.to_str().unwrap(),
+        "-passout",
+        "pass:key secret",
+    ]))
+    .unwrap();
+
+    let (small_cert, small_key) = (d.join("small.crt"), d.join("small.key"));
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:1024",
+        "-nodes",
+        "-keyout",
+        small_key.to_str().unwrap(),
+        "-out",
+        small_cert.to_str().unwrap(),
+        "-subj",
+        "/CN=small.example.com",
+        "-days",
+        "30",
+    ]);
+
+    let (cert_file, chain_file, p12_file) = (d.join("c.pem"), d.join("chain.pem"), d.join("b.p12"));
+    std::fs::write(&cert_file, &b.cert).unwrap();
+    std::fs::write(&chain_file, &b.chain).unwrap();
+    openssl(&[
+        "pkcs12",
+        "-export",
+        "-in",
+        cert_file.to_str().unwrap(),
+        "-inkey",
+        key_file.to_str().unwrap(),
+        "-certfile",
+        chain_file.to_str().unwrap(),
+        "-passout",
+        "pass:right p12 password",
+        "-out",
+        p12_file.to_str().unwrap(),
+    ]);
+    use base64::Engine;
+    let p12 = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&p12_file).unwrap());
+
+    let damaged_pem = b.cert.replacen("-----\n", "-----\n*", 1);
+    let (csr_pem, _) = csr(d, "ec:P-256", "bad.example.com", "DNS:bad.example.com", &[]);
+    let expired = make_bundle(
+        d,
+        "ec:P-256",
+        "old.example.com",
+        1,
+        OffsetDateTime::now_utc() - Duration::days(3),
+    );
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+    let cases = vec![
+        Refusal {
+            what: "plain text in the certificate field",
+            body: with(json!({"certificate": "hello, I am not a certificate"})),
+            status: unprocessable,
+            field: Some("certificate"),
+            code: "import_wrong_kind",
+            detail: "not a certificate",
+        },
+        Refusal {
+            what: "a PEM block with damaged base64",
+            body: with(json!({"certificate": damaged_pem})),
+            status: unprocessable,
+            field: Some("certificate"),
+            code: "import_bad_pem",
+            detail: "not readable PEM",
+        },
+        Refusal {
+            what: "a CSR in the certificate field",
+            body: with(json!({"certificate": csr_pem})),
+            status: unprocessable,
+            field: Some("certificate"),
+            code: "import_wrong_kind",
+            detail: "certificate signing request",
+        },
+        Refusal {
+            what: "the certificate and its intermediate in the certificate field",
+            body: with(json!({"certificate": format!("{}{}", b.cert, b.chain)})),
+            status: unprocessable,
+            field: Some("certificate"),
+            code: "import_multiple_certificates",
+            detail: "put the intermediates in the chain field",
+        },
+        Refusal {
+            what: "another certificate's key",
+            body: with(json!({"private_key": other.key})),
+            status: unprocessable,
+            field: Some("private_key"),
+            code: "import_key_mismatch",
+            detail: "does not belong to this certificate",
+        },
+        Refusal {
+            what: "an encrypted key without its password",
+            body: with(json!({"private_key": encrypted_key})),
+            status: unprocessable,
+            field: Some("key_password"),
+            code: "import_key_password_required",
+            detail: "give its password",
+        },
+        Refusal {
+            what: "an encrypted key with a wrong password",
+            body: with(json!({"private_key": encrypted_key, "key_password": "guess"})),
+            status: unprocessable,
+            field: Some("key_password"),
+            code: "import_key_wrong_password",
+            detail: "does not decrypt",
+        },
+        Refusal {
+            what: "an RSA 1024 certificate",
+            body: json!({
+                "certificate": std::fs::read_to_string(&small_cert).unwrap(),
+                "private_key": std::fs::read_to_string(&small_key).unwrap(),
+            }),
+            status: unprocessable,
+            field: Some("certificate"),
+            code: "import_key_too_small",
+            detail: "1024 bits; at least 2048",
+        },
+        Refusal {
+            what: "a chain that did not issue the certificate",
+            body: with(json!({"chain": other.chain})),
+            status: unprocessable,
+            field: Some("chain"),
+            code: "import_chain_broken",
+            detail: "chain certificate 1 did not issue the certificate",
+        },
+        Refusal {
+            what: "an expired certificate",
+            body: import_body(&expired),
+            status: unprocessable,
+            field: Some("certificate"),
+            code: "import_certificate_expired",
+            detail: "allow expired",
+        },
+        Refusal {
+            what: "a certificate field over 64 KiB",
+            body: with(json!({"certificate": "x".repeat(64 * 1024 + 1)})),
+            status: unprocessable,
+            field: Some("certificate"),
+            code: "import_too_large",
+            detail: "at most 64 KiB",
+        },
+        Refusal {
+            what: "a request over the desk's 256 KiB body limit",
+            body: with(json!({"chain": "x".repeat(256 * 1024)})),
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            field: None,
+            code: "body_too_large",
+            detail: "larger than the 256 KiB the desk accepts",
+        },
+        Refusal {
+            what: "a PKCS#12 file with a wrong password",
+            body: json!({"pkcs12": p12, "pkcs12_password": "wrong p12 password"}),
+            status: unprocessable,
+            field: Some("pkcs12_password"),
+            code: "import_pkcs12_wrong_password",
+            detail: "does not open the PKCS#12 file",
+        },
+    ];
+    let http = reqwest::Client::new();
+    for case in &cases {
+        let res = http
+            .post(format!("{}/api/v1/certificates", desk.url))
+            .bearer_auth(&desk.token)
+            .json(&case.body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let content_type = res.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let p: Value = res.json().await.unwrap();
+        assert_eq!(status, case.status, "{}: {p}", case.what);
+        assert_eq!(
+            content_type, "application/problem+json",
+            "{}: {p}",
+            case.what
+        );
+        assert_eq!(
+            (p["field"].as_str(), p["code"].as_str()),
+            (case.field, Some(case.code)),
+            "{}: {p}",
+            case.what
+        );
+        assert_eq!(p["status"], status.as_u16(), "{}: {p}", case.what);
+        assert!(
+            p["detail"].as_str().unwrap().contains(case.detail),
+            "{}: {p}",
+            case.what
+        );
+    }
+    let (_, page) = desk.api.get("/api/v1/certificates").await;
+    assert_eq!(
+        page["certificates"],
+        json!([]),
+        "nothing refused was stored"
+    );
+
+    // "Allow expired" stores the expired one, marked as such.
+    let mut body = import_body(&expired);
+    body["allow_expired"] = json!(true);
+    let (s, c, _) = desk.api.post("/api/v1/certificates", Some(&body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    assert_eq!(
+        (c["expired"].as_bool(), c["expiring_soon"].as_bool()),
+        (Some(true), Some(false))
+    );
+    assert!(
+        c["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["code"] == "expired"),
+        "{c}"
     );
 }

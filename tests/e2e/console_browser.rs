@@ -257,7 +257,8 @@ async fn a_viewer_sees_orders_but_no_send_button() {
 }
 
 #[tokio::test]
-async fn a_certificate_imported_in_the_console_is_listed_with_its_expiry_and_downloads_as_pem() {
+async fn a_certificate_imported_in_the_console_is_listed_with_its_expiry_downloads_as_pem_and_renews_in_place(
+) {
     let desk = Desk::start(None, &[]).await;
     set_password(&desk, "admin@localhost", PASSWORD);
     let dir = tempfile::tempdir().unwrap();
@@ -313,5 +314,26 @@ async fn a_certificate_imported_in_the_console_is_listed_with_its_expiry_and_dow
         ))
         .await;
     assert_eq!(pem, b.cert);
+
+    // Renewal: Replace certificate on its page; the stored key is kept, and
+    // the page shows the new expiry.
+    let later = time::OffsetDateTime::now_utc() + time::Duration::days(400);
+    let r = crate::cert_store::renewed(&b, "shop.example.com", later);
+    bw.goto(&format!("{}/console/ssl/certificates/{id}", desk.url))
+        .await;
+    bw.click("#replace-cert").await;
+    bw.fill("#certificate", &r.cert).await;
+    bw.fill("#chain", &r.chain).await;
+    bw.screenshot("certificate-replace").await;
+    bw.click("#replace-submit").await;
+    bw.wait_for_text("#notice", "replaced").await;
+    let (_, c) = desk.api.get(&format!("/api/v1/certificates/{id}")).await;
+    let new_date = &c["not_after"].as_str().unwrap()[..10];
+    assert!(bw.text_of("#cert-not-after").await.starts_with(new_date));
+    assert!(
+        bw.exists("#cert-expiry.ok").await,
+        "no longer in the warning colour"
+    );
+    bw.screenshot("certificate").await;
     bw.close().await;
 }

@@ -96,19 +96,23 @@ impl ConsoleSession {
         (res.status(), res.text().await.unwrap())
     }
 
-    pub async fn post_form(
-        &self,
-        path: &str,
-        form: &[(&str, &str)],
-    ) -> (StatusCode, String, Option<String>) {
-        let res = self
-            .http
+    /// Posts a form and returns the whole response (a download's headers and bytes).
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http
             .post(format!("{}{}", self.base, path))
             .header(COOKIE, &self.cookies)
             .form(form)
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    pub async fn post_form(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, String, Option<String>) {
+        let res = self.post(path, form).await;
         let location = res
             .headers()
             .get(LOCATION)

@@ -8,6 +8,7 @@ mod cli_flow;
 mod confidentiality;
 mod config;
 mod console_browser;
+mod console_certs;
 mod console_http;
 mod durability;
 mod master_key;

@@ -437,6 +437,34 @@ impl Desk {
     }
 }
 
+impl Desk {
+    /// The audit log as the desk wrote it, oldest first: (actor, action,
+    /// subject, detail), read from its database file.
+    pub async fn audit_events(&self) -> Vec<(String, String, String, Value)> {
+        use sqlx::Row;
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(self.path("certdesk.db"))
+            .read_only(true);
+        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+        let rows =
+            sqlx::query("SELECT actor, action, subject, detail FROM audit_events ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        pool.close().await;
+        rows.iter()
+            .map(|r| {
+                (
+                    r.get("actor"),
+                    r.get("action"),
+                    r.get("subject"),
+                    serde_json::from_str(r.get::<&str, _>("detail")).unwrap(),
+                )
+            })
+            .collect()
+    }
+}
+
 impl Drop for Desk {
     fn drop(&mut self) {
         self.kill();
