@@ -5,13 +5,13 @@
 //! files. Each message carries a Message-ID fixed per email request, so a
 //! message sent twice after a crash is recognisably the same message.
 
+pub mod smtp;
 pub mod templates;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use lettre::message::Mailbox;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::Message;
 
 use crate::domain::EmailAddress;
 
@@ -28,7 +28,7 @@ pub enum MailError {
 }
 
 enum Transport {
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Smtp(smtp::SmtpClient),
     Outbox(PathBuf),
 }
 
@@ -45,10 +45,7 @@ impl Mailer {
     pub fn smtp(url: &str, from: &str) -> Result<Mailer, MailError> {
         let parsed =
             url::Url::parse(url).map_err(|e| MailError::Config(format!("SMTP URL: {e}")))?;
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-            .map_err(|e| MailError::Config(format!("SMTP URL: {e}")))?
-            .timeout(Some(Duration::from_secs(30)))
-            .build();
+        let transport = smtp::SmtpClient::from_url(url)?;
         // Never log credentials: describe the server by scheme, host and port.
         let description = format!(
             "SMTP {}://{}:{}",
@@ -94,13 +91,7 @@ impl Mailer {
 
     pub async fn send(&self, message: Message) -> Result<(), MailError> {
         match &self.transport {
-            Transport::Smtp(smtp) => smtp.send(message).await.map(|_| ()).map_err(|e| {
-                if e.is_permanent() {
-                    MailError::Permanent(e.to_string())
-                } else {
-                    MailError::Transient(e.to_string())
-                }
-            }),
+            Transport::Smtp(smtp) => smtp.send(message.envelope(), &message.formatted()).await,
             Transport::Outbox(dir) => write_to_outbox(dir, &message).await,
         }
     }

@@ -1,0 +1,312 @@
+//! SMTP client: lettre's protocol code over connections this module opens
+//! and pools itself, with TCP_NODELAY set.
+//!
+//! Why not lettre's `AsyncSmtpTransport`: its sockets keep Nagle's
+//! algorithm on, and lettre writes a message's final `\r\n.\r\n` as a
+//! separate 5-byte write after the body. Nagle holds those 5 bytes until the
+//! body is acknowledged, and the server delays that acknowledgement (it has
+//! nothing to say until the terminator arrives): every message stalled
+//! ~40 ms, measured with strace against postfix's smtp-sink (terminator
+//! written at .214366, "250 Ok" read at .257198), capping a connection at
+//! ~23 messages/s. With TCP_NODELAY the whole transaction takes under 1 ms
+//! on loopback.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use tokio::net::TcpStream;
+
+use super::MailError;
+
+/// Idle connections kept for reuse, and how long one may sit idle (servers
+/// commonly drop idle clients after a minute or more; RFC 5321 4.5.3.2.7
+/// asks servers to wait at least 5 minutes).
+const MAX_IDLE: usize = 16;
+const IDLE_FOR: Duration = Duration::from_secs(60);
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Security {
+    /// `smtp://host` without a `tls` parameter.
+    None,
+    /// `smtp://host?tls=opportunistic`: STARTTLS when offered.
+    StartTlsIfOffered,
+    /// `smtp://host?tls=required`: STARTTLS or fail.
+    StartTls,
+    /// `smtps://host`: TLS from the first byte.
+    Implicit,
+}
+
+pub struct SmtpClient {
+    host: String,
+    port: u16,
+    security: Security,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+    idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+}
+
+impl SmtpClient {
+    /// The URL forms lettre documents: `smtp://host[:port]` (plain, port
+    /// 25), `smtp://…?tls=required|opportunistic` (STARTTLS, port 587),
+    /// `smtps://host[:port]` (implicit TLS, port 465); credentials as
+    /// `user:password@`, percent-encoded.
+    pub fn from_url(url: &str) -> Result<SmtpClient, MailError> {
+        let bad = |m: String| MailError::Config(format!("SMTP URL: {m}"));
+        let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        let host = parsed
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad("no host".into()))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let tls = parsed
+            .query_pairs()
+            .find(|(k, _)| k == "tls")
+            .map(|(_, v)| v.into_owned());
+        let (security, default_port) = match (parsed.scheme(), tls.as_deref()) {
+            ("smtp", None) => (Security::None, 25),
+            ("smtp", Some("required")) => (Security::StartTls, 587),
+            ("smtp", Some("opportunistic")) => (Security::StartTlsIfOffered, 587),
+            ("smtps", None) => (Security::Implicit, 465),
+            (scheme, tls) => {
+                return Err(bad(format!(
+                    "unknown scheme {scheme:?} or tls parameter {tls:?}; use smtp://, smtp://…?tls=required, smtp://…?tls=opportunistic or smtps://"
+                )))
+            }
+        };
+        let decode = |s: &str| {
+            percent_decode(s)
+                .ok_or_else(|| bad("credentials are not valid percent-encoded UTF-8".into()))
+        };
+        let credentials = match parsed.password() {
+            Some(password) => Some(Credentials::new(
+                decode(parsed.username())?,
+                decode(password)?,
+            )),
+            None => None,
+        };
+        Ok(SmtpClient {
+            port: parsed.port().unwrap_or(default_port),
+            host,
+            security,
+            credentials,
+            hello: ClientId::default(),
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Sends one message. A reused connection that turns out to be dead
+    /// (the server closed it while idle) is replaced once; a reply from the
+    /// server, or its silence, is never retried here (the job queue does).
+    pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<(), MailError> {
+        if let Some(mut conn) = self.take_idle() {
+            match tokio::time::timeout(TIMEOUT, conn.send(envelope, message)).await {
+                Ok(Ok(_)) => {
+                    self.put_idle(conn);
+                    return Ok(());
+                }
+                Ok(Err(e)) if e.is_response() || e.is_timeout() => return Err(classify(e)),
+                Ok(Err(_)) => {} // closed while idle: a fresh connection
+                Err(_) => return Err(silent()),
+            }
+        }
+        let mut conn = match tokio::time::timeout(TIMEOUT, self.connect()).await {
+            Ok(r) => r?,
+            Err(_) => return Err(silent()),
+        };
+        match tokio::time::timeout(TIMEOUT, conn.send(envelope, message)).await {
+            Ok(r) => r.map_err(classify)?,
+            Err(_) => return Err(silent()),
+        };
+        self.put_idle(conn);
+        Ok(())
+    }
+
+    fn take_idle(&self) -> Option<AsyncSmtpConnection> {
+        let mut idle = self.idle.lock().unwrap();
+        while let Some((conn, since)) = idle.pop() {
+            if since.elapsed() < IDLE_FOR && !conn.has_broken() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, conn: AsyncSmtpConnection) {
+        if conn.has_broken() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < MAX_IDLE {
+            idle.push((conn, Instant::now()));
+        }
+    }
+
+    async fn connect(&self) -> Result<AsyncSmtpConnection, MailError> {
+        let io =
+            |e: std::io::Error| MailError::Transient(format!("{}:{}: {e}", self.host, self.port));
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(io)?;
+        tcp.set_nodelay(true).map_err(io)?;
+        let mut conn = if self.security == Security::Implicit {
+            let tls = implicit_tls(tcp, &self.host).await.map_err(io)?;
+            AsyncSmtpConnection::connect_with_transport(Box::new(tls), &self.hello).await
+        } else {
+            AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello).await
+        }
+        .map_err(classify)?;
+        let starttls = match self.security {
+            Security::StartTls => true,
+            Security::StartTlsIfOffered => conn.can_starttls(),
+            Security::None | Security::Implicit => false,
+        };
+        if starttls {
+            let params = TlsParameters::new(self.host.clone())
+                .map_err(|e| MailError::Config(format!("TLS for {}: {e}", self.host)))?;
+            conn.starttls(params, &self.hello).await.map_err(classify)?;
+        }
+        if let Some(credentials) = &self.credentials {
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+                .await
+                .map_err(classify)?;
+        }
+        Ok(conn)
+    }
+}
+
+/// 5xx replies are final; everything else (4xx, network, TLS) may pass.
+fn classify(e: lettre::transport::smtp::Error) -> MailError {
+    if e.is_permanent() {
+        MailError::Permanent(e.to_string())
+    } else {
+        MailError::Transient(e.to_string())
+    }
+}
+
+fn silent() -> MailError {
+    MailError::Transient(format!(
+        "no answer from the mail server in {} s",
+        TIMEOUT.as_secs()
+    ))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// TLS from the first byte (SMTPS, port 465), verified against the
+/// Mozilla roots, as lettre's own `smtps://` does.
+async fn implicit_tls(tcp: TcpStream, host: &str) -> std::io::Result<TlsStream> {
+    use tokio_rustls::rustls::{self, pki_types::ServerName};
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| invalid(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = ServerName::try_from(host.to_string()).map_err(|e| invalid(e.to_string()))?;
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await?;
+    Ok(TlsStream(stream))
+}
+
+#[derive(Debug)]
+struct TlsStream(tokio_rustls::client::TlsStream<TcpStream>);
+
+impl AsyncTokioStream for TlsStream {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
+impl tokio::io::AsyncRead for TlsStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TlsStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_choose_security_and_default_port_as_lettre_documents() {
+        let c = SmtpClient::from_url("smtp://mail.example.com").unwrap();
+        assert_eq!((c.security, c.port), (Security::None, 25));
+        let c = SmtpClient::from_url("smtp://u:p%40ss@mail.example.com?tls=required").unwrap();
+        assert_eq!((c.security, c.port), (Security::StartTls, 587));
+        assert!(c.credentials.is_some());
+        let c = SmtpClient::from_url("smtp://mail.example.com:2525?tls=opportunistic").unwrap();
+        assert_eq!((c.security, c.port), (Security::StartTlsIfOffered, 2525));
+        let c = SmtpClient::from_url("smtps://mail.example.com").unwrap();
+        assert_eq!((c.security, c.port), (Security::Implicit, 465));
+    }
+
+    #[test]
+    fn a_bad_url_names_the_problem() {
+        for url in [
+            "http://mail.example.com",
+            "smtp://mail.example.com?tls=maybe",
+            "smtp://",
+        ] {
+            let Err(MailError::Config(m)) = SmtpClient::from_url(url) else {
+                panic!("{url} accepted");
+            };
+            assert!(m.starts_with("SMTP URL:"), "{m}");
+        }
+        assert_eq!(percent_decode("p%40ss").as_deref(), Some("p@ss"));
+        assert_eq!(percent_decode("bad%4"), None);
+    }
+}
