@@ -21,7 +21,7 @@ use crate::domain::account::{Account, Role, User};
 use crate::domain::order::{
     EmailKind, EmailRequest, EmailRequestState, EmailTrigger, IssuedMetadata, Order, OrderState,
 };
-use crate::domain::EmailAddress;
+use crate::domain::{DnsName, EmailAddress};
 
 pub struct SqliteStore {
     write: SqlitePool,
@@ -72,7 +72,7 @@ impl SqliteStore {
     /// audit events: these orders have already run their course. Each order
     /// comes with the registrable domain of each of its names.
     pub async fn import_orders(&self, orders: &[(Order, Vec<Option<String>>)]) -> StoreResult<()> {
-        // 23 bound values per row; SQLite allows 32,766 per statement.
+        // At most 23 bound values per row; SQLite allows 32,766 per statement.
         const ROWS: usize = 1000;
         let mut tx = self.write.begin().await?;
         for chunk in orders.chunks(ROWS) {
@@ -115,13 +115,31 @@ impl SqliteStore {
                 .collect();
             for names in names.chunks(ROWS * 2) {
                 let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-                    "INSERT OR IGNORE INTO order_names (account_id, order_id, name, registrable) ",
+                    "INSERT OR IGNORE INTO order_names (account_id, order_id, name, registrable, created_at) ",
                 );
                 q.push_values(names, |mut b, (o, name, registrable)| {
                     b.push_bind(&o.account_id)
                         .push_bind(&o.id)
                         .push_bind(*name)
-                        .push_bind(*registrable);
+                        .push_bind(*registrable)
+                        .push_bind(to_ms(o.created_at));
+                });
+                q.build().execute(&mut *tx).await?;
+                let domains: Vec<_> = names
+                    .iter()
+                    .filter_map(|(o, _, r)| r.as_ref().map(|r| (*o, r)))
+                    .collect();
+                if domains.is_empty() {
+                    continue;
+                }
+                let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                    "INSERT OR IGNORE INTO order_domains (account_id, order_id, registrable, created_at) ",
+                );
+                q.push_values(domains, |mut b, (o, registrable)| {
+                    b.push_bind(&o.account_id)
+                        .push_bind(&o.id)
+                        .push_bind(registrable)
+                        .push_bind(to_ms(o.created_at));
                 });
                 q.build().execute(&mut *tx).await?;
             }
@@ -510,17 +528,31 @@ impl OrderStore for SqliteStore {
         .bind(to_ms(order.updated_at))
         .execute(&mut *tx)
         .await?;
+        let created_at = to_ms(order.created_at);
         for (name, registrable) in order.names.iter().zip(registrable_domains) {
             sqlx::query(
-                "INSERT OR IGNORE INTO order_names (account_id, order_id, name, registrable)
-                 VALUES (?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO order_names (account_id, order_id, name, registrable, created_at)
+                 VALUES (?, ?, ?, ?, ?)",
             )
             .bind(&order.account_id)
             .bind(&order.id)
             .bind(name)
             .bind(registrable)
+            .bind(created_at)
             .execute(&mut *tx)
             .await?;
+            if let Some(registrable) = registrable {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO order_domains (account_id, order_id, registrable, created_at)
+                     VALUES (?, ?, ?, ?)",
+                )
+                .bind(&order.account_id)
+                .bind(&order.id)
+                .bind(registrable)
+                .bind(created_at)
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         insert_job(&mut tx, job, now).await?;
         insert_audit(&mut tx, audit, now).await?;
@@ -556,42 +588,58 @@ impl OrderStore for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<Order>> {
         // Keyset paging on (created_at, id): every page is an index range
-        // scan, however deep.
-        let mut sql = format!("SELECT {ORDER_COLUMNS} FROM orders o WHERE o.account_id = ?");
-        if filter.state.is_some() {
-            sql.push_str(" AND o.state = ?");
-        }
-        if filter.domain.is_some() {
-            sql.push_str(
-                " AND o.id IN (SELECT order_id FROM order_names
-                   WHERE account_id = ? AND name = ?
-                   UNION SELECT order_id FROM order_names WHERE account_id = ? AND registrable = ?)",
-            );
-        }
+        // scan, however deep. With a domain, the scan runs on that domain's
+        // own index (order_domains for a registrable domain, which also
+        // covers an order for the bare domain; order_names for any other
+        // name), in the same order.
         let (cmp, dir) = if filter.oldest_first {
             (">", "ASC")
         } else {
             ("<", "DESC")
         };
-        if after.is_some() {
-            sql.push_str(&format!(
-                " AND (o.created_at {cmp} ? OR (o.created_at = ? AND o.id {cmp} ?))"
-            ));
+        let by_domain = filter.domain.as_deref().map(|d| {
+            let registrable = DnsName::parse(d)
+                .ok()
+                .and_then(|n| n.registrable_domain())
+                .is_some_and(|r| r == d);
+            if registrable {
+                ("order_domains", "registrable")
+            } else {
+                ("order_names", "name")
+            }
+        });
+        let (mut sql, key) = match by_domain {
+            None => (
+                format!("SELECT {ORDER_COLUMNS} FROM orders o WHERE o.account_id = ?"),
+                "o",
+            ),
+            Some((table, column)) => (
+                format!(
+                    "SELECT {ORDER_COLUMNS} FROM {table} k JOIN orders o ON o.id = k.order_id
+                     WHERE k.account_id = ? AND k.{column} = ?"
+                ),
+                "k",
+            ),
+        };
+        if filter.state.is_some() {
+            sql.push_str(" AND o.state = ?");
         }
-        sql.push_str(&format!(" ORDER BY o.created_at {dir}, o.id {dir} LIMIT ?"));
+        let id = if key == "o" { "o.id" } else { "k.order_id" };
+        if after.is_some() {
+            sql.push_str(&format!(" AND ({key}.created_at, {id}) {cmp} (?, ?)"));
+        }
+        sql.push_str(&format!(
+            " ORDER BY {key}.created_at {dir}, {id} {dir} LIMIT ?"
+        ));
         let mut q = sqlx::query(&sql).bind(account_id);
+        if let Some(domain) = &filter.domain {
+            q = q.bind(domain);
+        }
         if let Some(state) = filter.state {
             q = q.bind(state.as_str());
         }
-        if let Some(domain) = &filter.domain {
-            q = q
-                .bind(account_id)
-                .bind(domain)
-                .bind(account_id)
-                .bind(domain);
-        }
         if let Some(c) = after {
-            q = q.bind(c.created_at_ms).bind(c.created_at_ms).bind(&c.id);
+            q = q.bind(c.created_at_ms).bind(&c.id);
         }
         let rows = q.bind(limit as i64).fetch_all(&self.read).await?;
         rows.iter().map(order_from_row).collect()

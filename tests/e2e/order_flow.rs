@@ -382,6 +382,68 @@ async fn orders_are_listed_newest_first_with_filters_and_a_cursor() {
     let (_, page) = desk.api.get("/api/v1/orders?domain=b.example.com").await;
     assert_eq!(page["orders"].as_array().unwrap().len(), 1);
 
+    // An order for the bare domain and a name under it is listed once under
+    // that domain; a domain's list pages with its own cursor, both ways.
+    let (csr_pem, _) = csr(
+        dir.path(),
+        "ec:P-256",
+        "f.example.com",
+        "DNS:f.example.com,DNS:example.com",
+        &[],
+    );
+    let (status, o, _) = desk
+        .api
+        .post(
+            "/api/v1/orders",
+            Some(&order_body(&csr_pem, "it@example.com", None)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{o}");
+    for (sort, expected) in [
+        (
+            "newest",
+            [
+                "f.example.com",
+                "d.example.com",
+                "b.example.com",
+                "a.example.com",
+            ],
+        ),
+        (
+            "oldest",
+            [
+                "a.example.com",
+                "b.example.com",
+                "d.example.com",
+                "f.example.com",
+            ],
+        ),
+    ] {
+        let mut names = vec![];
+        let mut cursor = String::new();
+        loop {
+            let (status, page) = desk
+                .api
+                .get(&format!(
+                    "/api/v1/orders?domain=example.com&sort={sort}&limit=1&cursor={cursor}"
+                ))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            names.extend(
+                page["orders"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|o| o["common_name"].as_str().unwrap().to_string()),
+            );
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = c.to_string(),
+                None => break,
+            }
+        }
+        assert_eq!(names, expected, "domain=example.com, sort={sort}");
+    }
+
     desk.wait_order_state(&ids[0], "issued").await;
     let (_, page) = desk
         .api
