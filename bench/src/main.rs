@@ -443,7 +443,7 @@ async fn all(opts: &Opts) -> Result<()> {
     let cases = [
         ("first page".to_string(), String::new(), 50),
         (
-            format!("a deep page ({} orders in)", seeded.deep_position),
+            format!("a page {} orders deep", seeded.deep_position),
             format!("cursor={deep}"),
             50,
         ),

@@ -27,6 +27,7 @@ pub struct Seeded {
     /// Where a page deep in the list starts: the cursor of the order
     /// 1,000 from the oldest (so, newest first, almost the whole list deep).
     pub deep_cursor: Cursor,
+    /// How many seeded orders come before that page, newest first.
     pub deep_position: u64,
 }
 
@@ -46,7 +47,9 @@ pub async fn seed(
     let now = OffsetDateTime::now_utc();
     let t0 = Instant::now();
     let mut deep_cursor = None;
-    let deep_index = count.saturating_sub(1000).min(count - 1);
+    // i = 0 is the oldest order; newest first, order i has count - 1 - i
+    // seeded orders before it.
+    let deep_index = 1000.min(count / 2);
     let mut done = 0u64;
     while done < count {
         let n = BATCH.min(count - done);
@@ -114,7 +117,7 @@ pub async fn seed(
         orders_per_second: count as f64 / seconds,
         seconds,
         deep_cursor: deep_cursor.expect("count > 0"),
-        deep_position: count - deep_index,
+        deep_position: count - 1 - deep_index,
     })
 }
 
