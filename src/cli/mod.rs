@@ -309,7 +309,8 @@ enum CliError {
     Message(String),
     #[error(transparent)]
     Client(#[from] ClientError),
-    #[error(transparent)]
+    /// With its causes: "cannot open the database in d: <why>".
+    #[error("{0:#}")]
     Other(#[from] anyhow::Error),
 }
 

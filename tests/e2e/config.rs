@@ -123,6 +123,25 @@ async fn a_bad_setting_stops_the_desk_with_a_message_naming_it() {
 }
 
 #[tokio::test]
+async fn a_data_folder_whose_database_is_damaged_stops_the_desk_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("certdesk.db"), vec![b'x'; 8192]).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    // The folder, and SQLite's own reason after it.
+    assert!(err.contains("cannot open the database in"), "{err}");
+    assert!(err.contains("not a database"), "{err}");
+}
+
+#[tokio::test]
 async fn an_idn_admin_address_receives_the_certificate() {
     let smtp = SmtpServer::start();
     let desk = Desk::start(Some(&smtp), &["--validation", "none"]).await;
