@@ -30,6 +30,9 @@ const MAX_BACKOFF_SECS: f64 = 300.0;
 
 enum Outcome {
     Done,
+    /// Done, and the job row was already deleted in the transaction that
+    /// recorded the effect: no second write to remove it.
+    Recorded,
     /// Try again later, with this reason recorded.
     Retry(String),
 }
@@ -63,6 +66,7 @@ async fn run(desk: Arc<Desk>) {
                 let outcome = execute(&desk, &job).await;
                 let recorded = match outcome {
                     Ok(Outcome::Done) => desk.store.complete(id).await,
+                    Ok(Outcome::Recorded) => Ok(()),
                     Ok(Outcome::Retry(reason)) => {
                         let at = OffsetDateTime::now_utc() + backoff(attempts);
                         tracing::warn!(job = id, attempts, reason = %reason, "job will be retried");
@@ -337,7 +341,7 @@ async fn send_email(desk: &Desk, job: &Job) -> Result<Outcome, StoreError> {
         desk.store
             .finish_email_request(&request.id, s, e.as_deref(), job.id, &a)
             .await?;
-        return Ok(Outcome::Done);
+        return Ok(Outcome::Recorded);
     };
     desk.store
         .set_email_request_state(
@@ -379,7 +383,7 @@ async fn send_email(desk: &Desk, job: &Job) -> Result<Outcome, StoreError> {
     desk.store
         .finish_email_request(&request.id, s, e.as_deref(), job.id, &a)
         .await?;
-    Ok(Outcome::Done)
+    Ok(Outcome::Recorded)
 }
 
 /// The desk's side of [`CaNotifier`]: a CA said an order changed, so queue a
