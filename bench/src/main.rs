@@ -99,7 +99,7 @@ struct Row {
     ceiling: Option<String>,
     /// figure ÷ ceiling, where one applies.
     ratio: Option<f64>,
-    target: &'static str,
+    target: String,
     /// Whether the figure meets the target.
     met: Option<bool>,
 }
@@ -123,7 +123,7 @@ impl Report {
         value: f64,
         unit: &'static str,
         ceiling: Option<(String, f64)>,
-        target: &'static str,
+        target: &str,
         met: Option<bool>,
     ) {
         let (ceiling, ratio) = match ceiling {
@@ -146,9 +146,41 @@ impl Report {
             unit,
             ceiling,
             ratio,
-            target,
+            target: target.to_string(),
             met,
         });
+    }
+
+    /// A closed-loop latency row: p50/p99 under wrk's load, against the
+    /// trivial endpoint under the same load, with a p99 target in ms.
+    fn latency(
+        &mut self,
+        scenario: &str,
+        r: &wrk::WrkResult,
+        trivial: &wrk::WrkResult,
+        p99_target: f64,
+    ) {
+        let p99 = ms(r.p99_us);
+        self.row(
+            scenario,
+            format!(
+                "p50 {:.2} ms, p99 {p99:.2} ms ({:.0} requests/s)",
+                ms(r.p50_us),
+                r.rps()
+            ),
+            p99,
+            "ms (p99)",
+            Some((
+                format!(
+                    "/healthz p50 {:.2} ms, p99 {:.2} ms",
+                    ms(trivial.p50_us),
+                    ms(trivial.p99_us)
+                ),
+                ms(trivial.p99_us),
+            )),
+            &format!("p99 ≤ {p99_target} ms"),
+            Some(p99 <= p99_target),
+        );
     }
 
     fn markdown(&self) -> String {
@@ -454,11 +486,6 @@ async fn all(opts: &Opts) -> Result<()> {
         ),
     ];
     let trivial = wrk::get(&desk.url, "/healthz", &[], load, &work)?;
-    let ceiling = format!(
-        "/healthz p50 {:.2} ms, p99 {:.2} ms",
-        ms(trivial.p50_us),
-        ms(trivial.p99_us)
-    );
     eprintln!("list orders, API");
     let api_headers = [("Authorization", auth.clone())];
     for (name, query, expected) in &cases {
@@ -477,20 +504,7 @@ async fn all(opts: &Opts) -> Result<()> {
             "{path}: {n} orders on the page, expected {expected}"
         );
         let r = wrk::get(&desk.url, &path, &api_headers, load, &work)?;
-        let p99 = ms(r.p99_us);
-        report.row(
-            &format!("list orders, API: {name}"),
-            format!(
-                "p50 {:.2} ms, p99 {p99:.2} ms ({:.0} requests/s)",
-                ms(r.p50_us),
-                r.rps()
-            ),
-            p99,
-            "ms (p99)",
-            Some((ceiling.clone(), ms(trivial.p99_us))),
-            "p99 ≤ 10 ms",
-            Some(p99 <= 10.0),
-        );
+        report.latency(&format!("list orders, API: {name}"), &r, &trivial, 10.0);
     }
 
     eprintln!("SSL › Orders console page");
@@ -516,19 +530,11 @@ async fn all(opts: &Opts) -> Result<()> {
             "{path}: the page lists no orders"
         );
         let r = wrk::get(&desk.url, &path, &console_headers, load, &work)?;
-        let p99 = ms(r.p99_us);
-        report.row(
+        report.latency(
             &format!("SSL › Orders console page: {name}"),
-            format!(
-                "p50 {:.2} ms, p99 {p99:.2} ms ({:.0} requests/s)",
-                ms(r.p50_us),
-                r.rps()
-            ),
-            p99,
-            "ms (p99)",
-            Some((ceiling.clone(), ms(trivial.p99_us))),
-            "p99 ≤ 15 ms",
-            Some(p99 <= 15.0),
+            &r,
+            &trivial,
+            15.0,
         );
     }
     let rss_loaded = desk.rss_bytes()?;

@@ -43,16 +43,8 @@ impl Mailer {
     /// `url`: `smtp://host:port` (plain), `smtp://…?tls=required` (STARTTLS),
     /// `smtps://user:pass@host:465` (implicit TLS).
     pub fn smtp(url: &str, from: &str) -> Result<Mailer, MailError> {
-        let parsed =
-            url::Url::parse(url).map_err(|e| MailError::Config(format!("SMTP URL: {e}")))?;
         let transport = smtp::SmtpClient::from_url(url)?;
-        // Never log credentials: describe the server by scheme, host and port.
-        let description = format!(
-            "SMTP {}://{}:{}",
-            parsed.scheme(),
-            parsed.host_str().unwrap_or("?"),
-            parsed.port_or_known_default().unwrap_or(25)
-        );
+        let description = transport.describe();
         Mailer::new(Transport::Smtp(transport), from, description)
     }
 

@@ -101,6 +101,21 @@ impl SmtpClient {
         })
     }
 
+    /// The server by scheme, host and the port actually used; never the
+    /// credentials (this goes to logs and the start-up banner).
+    pub fn describe(&self) -> String {
+        let scheme = match self.security {
+            Security::Implicit => "smtps",
+            _ => "smtp",
+        };
+        let tls = match self.security {
+            Security::StartTls => " (STARTTLS required)",
+            Security::StartTlsIfOffered => " (STARTTLS if offered)",
+            Security::None | Security::Implicit => "",
+        };
+        format!("SMTP {scheme}://{}:{}{tls}", self.host, self.port)
+    }
+
     /// Sends one message. A reused connection that turns out to be dead
     /// (the server closed it while idle) is replaced once; a reply from the
     /// server, or its silence, is never retried here (the job queue does).
@@ -288,6 +303,10 @@ mod tests {
         let c = SmtpClient::from_url("smtp://u:p%40ss@mail.example.com?tls=required").unwrap();
         assert_eq!((c.security, c.port), (Security::StartTls, 587));
         assert!(c.credentials.is_some());
+        assert_eq!(
+            c.describe(),
+            "SMTP smtp://mail.example.com:587 (STARTTLS required)"
+        );
         let c = SmtpClient::from_url("smtp://mail.example.com:2525?tls=opportunistic").unwrap();
         assert_eq!((c.security, c.port), (Security::StartTlsIfOffered, 2525));
         let c = SmtpClient::from_url("smtps://mail.example.com").unwrap();

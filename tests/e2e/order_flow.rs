@@ -325,6 +325,31 @@ async fn without_validation_the_order_issues_at_once_and_without_smtp_mail_goes_
     );
 }
 
+/// `field` of every order of the list `query` selects, following
+/// `next_cursor` to the last page.
+async fn all_pages(desk: &Desk, query: &str, field: &str) -> Vec<String> {
+    let mut values = vec![];
+    let mut cursor = String::new();
+    loop {
+        let (status, page) = desk
+            .api
+            .get(&format!("/api/v1/orders?{query}&cursor={cursor}"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{query}: {page}");
+        values.extend(
+            page["orders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o[field].as_str().unwrap().to_string()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => return values,
+        }
+    }
+}
+
 #[tokio::test]
 async fn orders_are_listed_newest_first_with_filters_and_a_cursor() {
     let desk = Desk::start(None, &["--validation", "none"]).await;
@@ -348,26 +373,7 @@ async fn orders_are_listed_newest_first_with_filters_and_a_cursor() {
         assert_eq!(status, StatusCode::CREATED, "{o}");
         ids.push(o["id"].as_str().unwrap().to_string());
     }
-    let mut seen = vec![];
-    let mut cursor = String::new();
-    loop {
-        let (status, page) = desk
-            .api
-            .get(&format!("/api/v1/orders?limit=2&cursor={cursor}"))
-            .await;
-        assert_eq!(status, StatusCode::OK, "{page}");
-        seen.extend(
-            page["orders"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|o| o["id"].as_str().unwrap().to_string()),
-        );
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = c.to_string(),
-            None => break,
-        }
-    }
+    let seen = all_pages(&desk, "limit=2", "id").await;
     let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
     assert_eq!(seen, newest_first);
 
@@ -419,28 +425,12 @@ async fn orders_are_listed_newest_first_with_filters_and_a_cursor() {
             ],
         ),
     ] {
-        let mut names = vec![];
-        let mut cursor = String::new();
-        loop {
-            let (status, page) = desk
-                .api
-                .get(&format!(
-                    "/api/v1/orders?domain=example.com&sort={sort}&limit=1&cursor={cursor}"
-                ))
-                .await;
-            assert_eq!(status, StatusCode::OK, "{page}");
-            names.extend(
-                page["orders"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|o| o["common_name"].as_str().unwrap().to_string()),
-            );
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = c.to_string(),
-                None => break,
-            }
-        }
+        let names = all_pages(
+            &desk,
+            &format!("domain=example.com&sort={sort}&limit=1"),
+            "common_name",
+        )
+        .await;
         assert_eq!(names, expected, "domain=example.com, sort={sort}");
     }
 
