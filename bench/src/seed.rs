@@ -106,7 +106,7 @@ pub async fn seed(
             }
             batch.push((order, registrable));
         }
-        store.import_orders(&batch).await?;
+        store.import_orders(batch).await?;
         done += n;
         progress(done, count, t0);
     }

@@ -5,6 +5,7 @@
 //! in the same transaction (transactional outbox, DESIGN rule 2).
 
 pub mod sqlite;
+pub mod sqlite_db;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,8 @@ pub enum StoreError {
     Duplicate(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A row holds a value this version does not understand.

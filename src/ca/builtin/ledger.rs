@@ -2,14 +2,18 @@
 
 use std::path::Path;
 
-use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteRow};
-use sqlx::Row;
+use rusqlite::{params, Connection, Row};
+use sqlx::sqlite::SqlitePoolOptions;
 use time::OffsetDateTime;
 
 use crate::ca::CaOrderRequest;
 use crate::domain::order::IssuedMetadata;
 use crate::domain::EmailAddress;
-use crate::store::{from_ms, now_ms, to_ms};
+use crate::store::sqlite_db::SqliteDb;
+use crate::store::{from_ms, now_ms, to_ms, StoreError};
+
+/// The ledger's errors are the store's: the same database, the same causes.
+pub type LedgerError = StoreError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LedgerState {
@@ -58,52 +62,80 @@ pub struct LedgerOrder {
     pub approval_expires_at: Option<OffsetDateTime>,
 }
 
+/// Its own SQLite file, with its own writer thread: issuing never waits on
+/// the desk's writes, and a burst of issuances commits together.
 pub struct Ledger {
-    pool: SqlitePool,
+    db: SqliteDb,
 }
 
-fn corrupt(what: &str) -> sqlx::Error {
-    sqlx::Error::Decode(format!("CA ledger holds a bad {what}").into())
+fn corrupt(what: &str) -> LedgerError {
+    StoreError::Corrupt(format!("CA ledger holds a bad {what}"))
 }
 
-fn order_from_row(r: &SqliteRow) -> Result<LedgerOrder, sqlx::Error> {
-    let email = |col: &str| -> Result<EmailAddress, sqlx::Error> {
-        EmailAddress::parse(&r.try_get::<String, _>(col)?).map_err(|_| corrupt(col))
+/// Every column of ca_orders, in the order `order_from_row` reads them.
+const ORDER_COLUMNS: &str = "reference, desk_order_id, names, csr_der, days, admin_email,
+    admin_name, approver_email, requester, language, state, approval_token_sealed,
+    approval_expires_at";
+
+fn order_from_row(r: &Row) -> Result<LedgerOrder, LedgerError> {
+    let email = |i: usize, what: &str| -> Result<EmailAddress, LedgerError> {
+        EmailAddress::parse(&r.get::<_, String>(i)?).map_err(|_| corrupt(what))
     };
-    let approver: Option<String> = r.try_get("approver_email")?;
-    let names: String = r.try_get("names")?;
-    let state: String = r.try_get("state")?;
+    let approver: Option<String> = r.get(7)?;
+    let names: String = r.get(2)?;
+    let state: String = r.get(10)?;
     Ok(LedgerOrder {
-        reference: r.try_get("reference")?,
-        desk_order_id: r.try_get("desk_order_id")?,
+        reference: r.get(0)?,
+        desk_order_id: r.get(1)?,
         names: serde_json::from_str(&names).map_err(|_| corrupt("names"))?,
-        csr_der: r.try_get("csr_der")?,
-        days: r.try_get::<i64, _>("days")? as u32,
-        admin_email: email("admin_email")?,
-        admin_name: r.try_get("admin_name")?,
+        csr_der: r.get(3)?,
+        days: r.get::<_, i64>(4)? as u32,
+        admin_email: email(5, "admin_email")?,
+        admin_name: r.get(6)?,
         approver_email: approver
             .map(|a| EmailAddress::parse(&a).map_err(|_| corrupt("approver")))
             .transpose()?,
-        requester: email("requester")?,
-        language: r.try_get("language")?,
+        requester: email(8, "requester")?,
+        language: r.get(9)?,
         state: LedgerState::parse(&state).ok_or_else(|| corrupt("state"))?,
-        approval_token_sealed: r.try_get("approval_token_sealed")?,
-        approval_expires_at: r
-            .try_get::<Option<i64>, _>("approval_expires_at")?
-            .map(from_ms),
+        approval_token_sealed: r.get(11)?,
+        approval_expires_at: r.get::<_, Option<i64>>(12)?.map(from_ms),
     })
+}
+
+fn find_order(
+    c: &Connection,
+    column: &str,
+    value: &dyn rusqlite::ToSql,
+) -> Result<Option<LedgerOrder>, LedgerError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {ORDER_COLUMNS} FROM ca_orders WHERE {column} = ?"
+    ))?;
+    let mut rows = stmt.query([value])?;
+    match rows.next()? {
+        Some(r) => Ok(Some(order_from_row(r)?)),
+        None => Ok(None),
+    }
+}
+
+fn execute(c: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize, LedgerError> {
+    Ok(c.prepare_cached(sql)?.execute(params)?)
 }
 
 impl Ledger {
     pub async fn open(path: &Path) -> Result<Ledger, super::BuiltinCaError> {
-        let pool = SqlitePoolOptions::new()
+        let migrator = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(crate::store::sqlite::connect_options(path))
-            .await?;
-        sqlx::migrate!("./src/ca/builtin/migrations")
-            .run(&pool)
-            .await?;
-        Ok(Ledger { pool })
+            .await
+            .map_err(StoreError::from)?;
+        let migrated = sqlx::migrate!("./src/ca/builtin/migrations")
+            .run(&migrator)
+            .await;
+        migrator.close().await;
+        migrated?;
+        let db = SqliteDb::open(path, "ledger").map_err(StoreError::from)?;
+        Ok(Ledger { db })
     }
 
     pub async fn insert(
@@ -113,59 +145,68 @@ impl Ledger {
         token_hash: &[u8],
         token_sealed: &[u8],
         expires: OffsetDateTime,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), LedgerError> {
         let names: Vec<&str> = req.names.iter().map(|n| n.as_str()).collect();
-        sqlx::query(
-            "INSERT INTO ca_orders (reference, desk_order_id, names, csr_der, days, admin_email,
-                admin_name, approver_email, requester, language, state, approval_token_hash,
-                approval_token_sealed, approval_expires_at, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)
-             ON CONFLICT(desk_order_id) DO NOTHING",
-        )
-        .bind(reference)
-        .bind(&req.desk_order_id)
-        .bind(serde_json::to_string(&names).expect("names serialize"))
-        .bind(&req.csr_der)
-        .bind(req.days as i64)
-        .bind(req.admin_email.as_str())
-        .bind(&req.admin_name)
-        .bind(req.approver_email.as_ref().map(|e| e.as_str()))
-        .bind(req.requester.as_str())
-        .bind(&req.language)
-        .bind(token_hash)
-        .bind(token_sealed)
-        .bind(to_ms(expires))
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+        let names = serde_json::to_string(&names).expect("names serialize");
+        let req = req.clone();
+        let (reference, token_hash, token_sealed) = (
+            reference.to_string(),
+            token_hash.to_vec(),
+            token_sealed.to_vec(),
+        );
+        self.db
+            .write(move |c| {
+                execute(
+                    c,
+                    "INSERT INTO ca_orders (reference, desk_order_id, names, csr_der, days,
+                        admin_email, admin_name, approver_email, requester, language, state,
+                        approval_token_hash, approval_token_sealed, approval_expires_at, created_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)
+                     ON CONFLICT(desk_order_id) DO NOTHING",
+                    params![
+                        reference,
+                        req.desk_order_id,
+                        names,
+                        req.csr_der,
+                        req.days as i64,
+                        req.admin_email.as_str(),
+                        req.admin_name,
+                        req.approver_email.as_ref().map(|e| e.as_str()),
+                        req.requester.as_str(),
+                        req.language,
+                        token_hash,
+                        token_sealed,
+                        to_ms(expires),
+                        now_ms(),
+                    ],
+                )
+            })
+            .await?;
         Ok(())
     }
 
-    pub async fn get(&self, reference: &str) -> Result<Option<LedgerOrder>, sqlx::Error> {
-        let row = sqlx::query("SELECT * FROM ca_orders WHERE reference = ?")
-            .bind(reference)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| order_from_row(&r)).transpose()
+    pub async fn get(&self, reference: &str) -> Result<Option<LedgerOrder>, LedgerError> {
+        let reference = reference.to_string();
+        self.db
+            .read(move |c| find_order(c, "reference", &reference))
+            .await
     }
 
-    pub async fn find_by_desk_order(&self, id: &str) -> Result<Option<LedgerOrder>, sqlx::Error> {
-        let row = sqlx::query("SELECT * FROM ca_orders WHERE desk_order_id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| order_from_row(&r)).transpose()
+    pub async fn find_by_desk_order(&self, id: &str) -> Result<Option<LedgerOrder>, LedgerError> {
+        let id = id.to_string();
+        self.db
+            .read(move |c| find_order(c, "desk_order_id", &id))
+            .await
     }
 
     pub async fn find_by_token_hash(
         &self,
         hash: &[u8],
-    ) -> Result<Option<LedgerOrder>, sqlx::Error> {
-        let row = sqlx::query("SELECT * FROM ca_orders WHERE approval_token_hash = ?")
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| order_from_row(&r)).transpose()
+    ) -> Result<Option<LedgerOrder>, LedgerError> {
+        let hash = hash.to_vec();
+        self.db
+            .read(move |c| find_order(c, "approval_token_hash", &hash))
+            .await
     }
 
     pub async fn renew_token(
@@ -174,33 +215,41 @@ impl Ledger {
         token_hash: &[u8],
         token_sealed: &[u8],
         expires: OffsetDateTime,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE ca_orders SET approval_token_hash = ?, approval_token_sealed = ?,
-                approval_expires_at = ? WHERE reference = ? AND state = 'pending'",
-        )
-        .bind(token_hash)
-        .bind(token_sealed)
-        .bind(to_ms(expires))
-        .bind(reference)
-        .execute(&self.pool)
-        .await?;
+    ) -> Result<(), LedgerError> {
+        let (reference, token_hash, token_sealed) = (
+            reference.to_string(),
+            token_hash.to_vec(),
+            token_sealed.to_vec(),
+        );
+        self.db
+            .write(move |c| {
+                execute(
+                    c,
+                    "UPDATE ca_orders SET approval_token_hash = ?, approval_token_sealed = ?,
+                        approval_expires_at = ? WHERE reference = ? AND state = 'pending'",
+                    params![token_hash, token_sealed, to_ms(expires), reference],
+                )
+            })
+            .await?;
         Ok(())
     }
 
     /// Moves a pending order to `state`; false when it was no longer pending.
     /// The link is single use: once decided, it only shows the decision.
-    pub async fn decide(&self, reference: &str, state: LedgerState) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
-            "UPDATE ca_orders SET state = ?, decided_at = ?, approval_token_sealed = NULL
-             WHERE reference = ? AND state = 'pending'",
-        )
-        .bind(state.as_str())
-        .bind(now_ms())
-        .bind(reference)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+    pub async fn decide(&self, reference: &str, state: LedgerState) -> Result<bool, LedgerError> {
+        let reference = reference.to_string();
+        let done = self
+            .db
+            .write(move |c| {
+                execute(
+                    c,
+                    "UPDATE ca_orders SET state = ?, decided_at = ?, approval_token_sealed = NULL
+                     WHERE reference = ? AND state = 'pending'",
+                    params![state.as_str(), now_ms(), reference],
+                )
+            })
+            .await?;
+        Ok(done == 1)
     }
 
     /// Records the certificate and marks the order issued, in one commit, if
@@ -210,46 +259,52 @@ impl Ledger {
         reference: &str,
         meta: &IssuedMetadata,
         der: &[u8],
-    ) -> Result<bool, sqlx::Error> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE ca_orders SET state = 'issued', serial = ?, decided_at = ?,
-                approval_token_sealed = NULL
-             WHERE reference = ? AND state = 'pending'",
-        )
-        .bind(&meta.serial)
-        .bind(now)
-        .bind(reference)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
-        }
-        sqlx::query(
-            "INSERT INTO certificates (serial, reference, der, not_before, not_after, issued_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&meta.serial)
-        .bind(reference)
-        .bind(der)
-        .bind(to_ms(meta.not_before))
-        .bind(to_ms(meta.not_after))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+    ) -> Result<bool, LedgerError> {
+        let (reference, meta, der) = (reference.to_string(), meta.clone(), der.to_vec());
+        self.db
+            .write(move |c| {
+                let now = now_ms();
+                let done = execute(
+                    c,
+                    "UPDATE ca_orders SET state = 'issued', serial = ?, decided_at = ?,
+                        approval_token_sealed = NULL
+                     WHERE reference = ? AND state = 'pending'",
+                    params![meta.serial, now, reference],
+                )?;
+                if done != 1 {
+                    return Ok(false);
+                }
+                execute(
+                    c,
+                    "INSERT INTO certificates (serial, reference, der, not_before, not_after,
+                        issued_at)
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                    params![
+                        meta.serial,
+                        reference,
+                        der,
+                        to_ms(meta.not_before),
+                        to_ms(meta.not_after),
+                        now
+                    ],
+                )?;
+                Ok(true)
+            })
+            .await
     }
 
     /// Approval links still sealed, for master-key rotation.
-    pub async fn sealed_tokens(&self) -> Result<Vec<(String, Vec<u8>)>, sqlx::Error> {
-        let rows = sqlx::query("SELECT reference, approval_token_sealed FROM ca_orders WHERE approval_token_sealed IS NOT NULL")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("reference")?, r.try_get("approval_token_sealed")?)))
-            .collect()
+    pub async fn sealed_tokens(&self) -> Result<Vec<(String, Vec<u8>)>, LedgerError> {
+        self.db
+            .read(|c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT reference, approval_token_sealed FROM ca_orders
+                     WHERE approval_token_sealed IS NOT NULL",
+                )?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .await
     }
 
     pub async fn reseal_token(
@@ -257,22 +312,34 @@ impl Ledger {
         reference: &str,
         old: &[u8],
         new: &[u8],
-    ) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
-            "UPDATE ca_orders SET approval_token_sealed = ? WHERE reference = ? AND approval_token_sealed = ?",
-        )
-        .bind(new)
-        .bind(reference)
-        .bind(old)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+    ) -> Result<bool, LedgerError> {
+        let (reference, old, new) = (reference.to_string(), old.to_vec(), new.to_vec());
+        let done = self
+            .db
+            .write(move |c| {
+                execute(
+                    c,
+                    "UPDATE ca_orders SET approval_token_sealed = ?
+                     WHERE reference = ? AND approval_token_sealed = ?",
+                    params![new, reference, old],
+                )
+            })
+            .await?;
+        Ok(done == 1)
     }
 
-    pub async fn certificate(&self, reference: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
-        sqlx::query_scalar("SELECT der FROM certificates WHERE reference = ?")
-            .bind(reference)
-            .fetch_optional(&self.pool)
+    pub async fn certificate(&self, reference: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+        let reference = reference.to_string();
+        self.db
+            .read(move |c| {
+                let mut stmt =
+                    c.prepare_cached("SELECT der FROM certificates WHERE reference = ?")?;
+                let mut rows = stmt.query([reference])?;
+                match rows.next()? {
+                    Some(r) => Ok(Some(r.get(0)?)),
+                    None => Ok(None),
+                }
+            })
             .await
     }
 }

@@ -59,7 +59,7 @@ pub enum BuiltinCaError {
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
     #[error("CA ledger: {0}")]
-    Ledger(#[from] sqlx::Error),
+    Ledger(#[from] ledger::LedgerError),
     #[error("CA ledger migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("CA keys: {0}")]
@@ -392,7 +392,7 @@ enum Decision {
     UnknownLink,
 }
 
-fn ledger_err(e: sqlx::Error) -> CaError {
+fn ledger_err(e: ledger::LedgerError) -> CaError {
     CaError::Transient(format!("CA ledger: {e}"))
 }
 

@@ -267,7 +267,7 @@ fn unknown(lang: Lang) -> Response {
     )
 }
 
-fn unavailable(lang: Lang, e: sqlx::Error) -> Response {
+fn unavailable(lang: Lang, e: super::ledger::LedgerError) -> Response {
     tracing::error!(error = %e, "CA ledger unavailable");
     message(
         lang,
