@@ -91,7 +91,7 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         println!("  (export CERTDESK_TOKEN={} to use the CLI)", first.token);
     }
 
-    worker::spawn(desk.clone(), 4).await?;
+    worker::spawn(desk.clone(), worker::TASKS).await?;
 
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await

@@ -22,6 +22,12 @@ use crate::domain::DnsName;
 use crate::service::Desk;
 use crate::store::{AuditEvent, Job, JobKind, NewJob, OrderUpdate, StoreError};
 
+/// Jobs carried out at once. Most of a job's time is spent waiting (on the
+/// SMTP server, on the database writer, which commits whatever is waiting in
+/// one transaction), so more tasks than cores keep both busy. Measured with
+/// scripts/bench: see docs/PERFORMANCE.md.
+pub const TASKS: usize = 16;
+
 /// A job is leased for this long; a worker that dies frees it when it ends.
 const LEASE_MS: i64 = 5 * 60 * 1000;
 /// After this many attempts a transient failure becomes final.

@@ -85,6 +85,7 @@ pub struct SqliteDb {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<Op>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     read_slots: Arc<Semaphore>,
 }
@@ -121,6 +122,9 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Checkpoints run on their own thread (checkpointer_loop): done here,
+    // on the writer, each would stall every write behind its fsync.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     Ok(conn)
 }
 
@@ -140,20 +144,28 @@ impl SqliteDb {
         let conn = open_writer(path)?;
         // Fail now, not on the first write, if the file is not a database.
         conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+        let cannot_start = |e: std::io::Error| {
+            rusqlite::Error::SqliteFailure(
+                ffi::Error::new(ffi::SQLITE_CANTOPEN),
+                Some(format!("cannot start the database's threads: {e}")),
+            )
+        };
+        let checkpoint_conn = open_writer(path)?;
+        let (stop, stopped) = mpsc::channel::<()>();
+        let checkpointer = std::thread::Builder::new()
+            .name(format!("{name}-checkpoint"))
+            .spawn(move || checkpointer_loop(checkpoint_conn, stopped))
+            .map_err(cannot_start)?;
         let (tx, rx) = mpsc::channel::<Op>();
         let thread = std::thread::Builder::new()
             .name(format!("{name}-writer"))
             .spawn(move || writer_loop(conn, rx))
-            .map_err(|e| {
-                rusqlite::Error::SqliteFailure(
-                    ffi::Error::new(ffi::SQLITE_CANTOPEN),
-                    Some(format!("cannot start the database writer: {e}")),
-                )
-            })?;
+            .map_err(cannot_start)?;
         Ok(SqliteDb {
             path: path.to_path_buf(),
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(Some(thread)),
+            checkpointer: Mutex::new(Some((stop, checkpointer))),
             readers: Arc::new(Mutex::new(Vec::new())),
             read_slots: Arc::new(Semaphore::new(READERS)),
         })
@@ -223,6 +235,10 @@ impl SqliteDb {
         if let Some(thread) = self.writer_thread.lock().expect("writer thread").take() {
             let _ = thread.join();
         }
+        if let Some((stop, thread)) = self.checkpointer.lock().expect("checkpointer").take() {
+            drop(stop);
+            let _ = thread.join();
+        }
         self.readers.lock().expect("reader pool").clear();
     }
 }
@@ -249,6 +265,26 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Op>) {
             d(outcome.as_ref().err());
         }
     }
+}
+
+/// How often the checkpointer copies the WAL back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Copies committed pages from the WAL into the database file, beside the
+/// writer rather than on it. PASSIVE: it never waits for the writer or the
+/// readers, and the writer never waits for it; the WAL is reused from its
+/// start once a checkpoint has caught up. Stops when `stop` is dropped, with
+/// a last full checkpoint so that a closed database is one file.
+fn checkpointer_loop(conn: Connection, stop: mpsc::Receiver<()>) {
+    let checkpoint = |mode: &str| {
+        if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint failed; the next one will retry");
+        }
+    };
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        checkpoint("PASSIVE");
+    }
+    checkpoint("TRUNCATE");
 }
 
 /// One transaction for the whole batch; each operation in its own savepoint.
