@@ -7,8 +7,8 @@
 //! benchmark's load (docs/PERFORMANCE.md) 62 % of the desk's CPU went to the
 //! kernel waking those threads, and one connection managed 3,700–5,600
 //! commits/s where SQLite itself does tens of thousands. Here a write costs one
-//! hand-off to the writer and one back; a read, one hand-off to a blocking
-//! thread; statements are prepared once per connection and cached.
+//! hand-off to the writer and one back; a read, none; statements are prepared
+//! once per connection and cached.
 //!
 //! Group commit: the writer takes every operation waiting in its queue (up to
 //! [`MAX_BATCH`]), runs each inside its own savepoint within one transaction,
@@ -19,18 +19,15 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{ffi, Connection, OpenFlags};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 
 /// Most operations committed together. Bounds the latency the first caller in
 /// a batch pays for the ones behind it.
 pub const MAX_BATCH: usize = 512;
-
-/// Read connections open at once: two cores, and a read is CPU in SQLite.
-const READERS: usize = 4;
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -86,8 +83,7 @@ pub struct SqliteDb {
     writer: Mutex<Option<mpsc::Sender<Op>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
-    readers: Arc<Mutex<Vec<Connection>>>,
-    read_slots: Arc<Semaphore>,
+    readers: Mutex<Vec<Connection>>,
 }
 
 /// The error a caller gets when the writer is gone (the desk is shutting
@@ -166,8 +162,7 @@ impl SqliteDb {
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(Some(thread)),
             checkpointer: Mutex::new(Some((stop, checkpointer))),
-            readers: Arc::new(Mutex::new(Vec::new())),
-            read_slots: Arc::new(Semaphore::new(READERS)),
+            readers: Mutex::new(Vec::new()),
         })
     }
 
@@ -194,38 +189,31 @@ impl SqliteDb {
         rx.await.map_err(|_| E::from(closed()))?
     }
 
-    /// Runs `f` on a read-only connection, on a blocking thread. Sees every
-    /// write that was acknowledged before it started.
+    /// Runs `f` on a read-only connection. Sees every write that was
+    /// acknowledged before it started.
+    ///
+    /// Right here on the calling thread, not on a blocking thread: the
+    /// desk's reads are index lookups and bounded pages served from SQLite's
+    /// and the kernel's caches, tens to hundreds of microseconds, and in WAL
+    /// mode a reader never waits for the writer. Handing each one to
+    /// `spawn_blocking` cost two thread wake-ups, more than most reads
+    /// themselves (docs/PERFORMANCE.md has the measurement).
     pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<rusqlite::Error> + Send + 'static,
     {
-        let permit = self
-            .read_slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| E::from(closed()))?;
-        let readers = self.readers.clone();
-        let path = self.path.clone();
-        let job = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let pooled = readers.lock().expect("reader pool").pop();
-            let conn = match pooled {
-                Some(c) => c,
-                None => open_reader(&path)?,
-            };
-            let result = f(&conn);
-            readers.lock().expect("reader pool").push(conn);
-            result
-        });
-        match job.await {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(E::from(closed())),
-        }
+        let pooled = self.readers.lock().expect("reader pool").pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => open_reader(&self.path)?,
+        };
+        let result = f(&conn);
+        // One connection per thread reading at once: the pool never holds
+        // more than the runtime has threads.
+        self.readers.lock().expect("reader pool").push(conn);
+        result
     }
 
     /// Stops the writer after it has committed everything queued, and closes
@@ -341,6 +329,7 @@ fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn db() -> (tempfile::TempDir, SqliteDb) {
         let dir = tempfile::tempdir().unwrap();
