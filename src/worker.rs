@@ -114,7 +114,7 @@ fn backoff(attempts: u32) -> time::Duration {
 
 async fn execute(desk: &Desk, job: &Job) -> Result<Outcome, StoreError> {
     match job.kind {
-        JobKind::SubmitOrder => submit_order(desk, &job.target, job.attempts).await,
+        JobKind::SubmitOrder => submit_order(desk, job).await,
         JobKind::SyncOrder => sync_order(desk, &job.target).await,
         JobKind::SendEmail => send_email(desk, job).await,
     }
@@ -148,6 +148,7 @@ fn update_for_status(
         certificate: None,
         new_email: None,
         jobs: vec![],
+        done_job: None,
         audit: system_audit(order, "", serde_json::json!({})),
     };
     let email = |kind, recipient| {
@@ -197,14 +198,15 @@ async fn fail_order(desk: &Desk, order: &Order, reason: String) -> Result<Outcom
             certificate: None,
             new_email: None,
             jobs: vec![],
+            done_job: None,
             audit: system_audit(order, "order.failed", serde_json::json!({"reason": reason})),
         })
         .await?;
     Ok(Outcome::Done)
 }
 
-async fn submit_order(desk: &Desk, order_id: &str, attempts: u32) -> Result<Outcome, StoreError> {
-    let Some(order) = desk.store.get_order_for_system(order_id).await? else {
+async fn submit_order(desk: &Desk, job: &Job) -> Result<Outcome, StoreError> {
+    let Some(order) = desk.store.get_order_for_system(&job.target).await? else {
         return Ok(Outcome::Done);
     };
     if order.state != OrderState::Submitted {
@@ -224,11 +226,11 @@ async fn submit_order(desk: &Desk, order_id: &str, attempts: u32) -> Result<Outc
     };
     let submission = match ca.submit(&request).await {
         Ok(s) => s,
-        Err(CaError::Transient(m)) if attempts < MAX_ATTEMPTS => return Ok(Outcome::Retry(m)),
+        Err(CaError::Transient(m)) if job.attempts < MAX_ATTEMPTS => return Ok(Outcome::Retry(m)),
         Err(e) => return fail_order(desk, &order, format!("the CA refused the order: {e}")).await,
     };
     let reference = submission.reference.clone();
-    let Some(update) = update_for_status(
+    let Some(mut update) = update_for_status(
         desk,
         &order,
         OrderState::Submitted,
@@ -237,14 +239,18 @@ async fn submit_order(desk: &Desk, order_id: &str, attempts: u32) -> Result<Outc
     ) else {
         return Ok(Outcome::Done);
     };
+    // The submission is done when its outcome is recorded: one commit for
+    // both (one commit fewer per certificate).
+    update.done_job = Some(job.id);
     if !desk.store.update_order(&update).await? {
         // Cancelled while we were at the CA: withdraw it there too.
         if let Err(e) = ca.cancel(&reference).await {
             tracing::warn!(order = %order.id, error = %e, "could not withdraw a cancelled order at the CA");
         }
+        return Ok(Outcome::Done);
     }
     desk.wake.notify_one();
-    Ok(Outcome::Done)
+    Ok(Outcome::Recorded)
 }
 
 /// The request for the CA, or why the stored order cannot make one (a

@@ -433,6 +433,7 @@ impl Desk {
                     certificate: None,
                     new_email: None,
                     jobs: vec![],
+                    done_job: None,
                     audit: audit(actor, "order.cancelled", &order.id, serde_json::json!({})),
                 })
                 .await?;

@@ -153,6 +153,9 @@ pub struct OrderUpdate {
     pub certificate: Option<IssuedMetadata>,
     pub new_email: Option<EmailRequest>,
     pub jobs: Vec<NewJob>,
+    /// The job this change completes, deleted in the same commit (when the
+    /// change applies; otherwise it stays for its worker to complete).
+    pub done_job: Option<i64>,
     pub audit: AuditEvent,
 }
 

@@ -762,6 +762,9 @@ impl OrderStore for SqliteStore {
                 for job in &u.jobs {
                     insert_job(c, job, now)?;
                 }
+                if let Some(job_id) = u.done_job {
+                    execute(c, "DELETE FROM jobs WHERE id = ?", [job_id])?;
+                }
                 insert_audit(c, &u.audit, now)?;
                 Ok(true)
             })
@@ -1362,5 +1365,108 @@ impl CertificateStore for SqliteStore {
             })
             .await?;
         Ok(done == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store_with_order() -> (tempfile::TempDir, SqliteStore, Order) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        let account = store.create_account("acme").await.unwrap();
+        let admin = EmailAddress::parse("admin@example.com").unwrap();
+        let user = store
+            .create_user(&account.id, &admin, Role::Admin, None)
+            .await
+            .unwrap();
+        let now = OffsetDateTime::now_utc();
+        let order = Order {
+            id: new_id(),
+            account_id: account.id.clone(),
+            state: OrderState::Submitted,
+            ca: "builtin".into(),
+            ca_reference: None,
+            common_name: "www.example.com".into(),
+            names: vec!["www.example.com".into()],
+            key_type: "ecdsa-p256".into(),
+            days: 90,
+            admin_email: admin,
+            admin_name: "Admin".into(),
+            approver_email: None,
+            language: "en".into(),
+            failure_reason: None,
+            certificate: None,
+            created_by: user.id,
+            created_at: now,
+            updated_at: now,
+            csr_pem: "-----BEGIN CERTIFICATE REQUEST-----".into(),
+        };
+        let audit = AuditEvent {
+            account_id: Some(account.id),
+            actor: "test".into(),
+            action: "order.created".into(),
+            subject: order.id.clone(),
+            detail: serde_json::json!({}),
+        };
+        store
+            .insert_order(
+                &order,
+                &[Some("example.com".into())],
+                &NewJob::submit_order(&order.id),
+                &audit,
+                None,
+            )
+            .await
+            .unwrap();
+        (dir, store, order)
+    }
+
+    fn issued(order: &Order, job: i64, from: OrderState) -> OrderUpdate {
+        OrderUpdate {
+            order_id: order.id.clone(),
+            from: vec![from],
+            to: OrderState::Issued,
+            ca_reference: Some("ref-1".into()),
+            failure_reason: None,
+            certificate: None,
+            new_email: None,
+            jobs: vec![],
+            done_job: Some(job),
+            audit: AuditEvent {
+                account_id: Some(order.account_id.clone()),
+                actor: "ca:builtin".into(),
+                action: "order.issued".into(),
+                subject: order.id.clone(),
+                detail: serde_json::json!({}),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn the_job_an_update_completes_goes_with_it_and_stays_when_it_does_not_apply() {
+        let (_dir, store, order) = store_with_order().await;
+        let job = store.claim(60_000).await.unwrap().expect("the submit job");
+        assert_eq!(job.kind, JobKind::SubmitOrder);
+
+        // The order is not pending approval: the update does not apply and
+        // the job stays, for its worker to complete or retry.
+        let refused = issued(&order, job.id, OrderState::PendingApproval);
+        assert!(!store.update_order(&refused).await.unwrap());
+        store.release_all_leases().await.unwrap();
+        let again = store.claim(60_000).await.unwrap().expect("still queued");
+        assert_eq!(again.id, job.id);
+
+        let applied = issued(&order, job.id, OrderState::Submitted);
+        assert!(store.update_order(&applied).await.unwrap());
+        store.release_all_leases().await.unwrap();
+        assert!(store.claim(60_000).await.unwrap().is_none());
+        let stored = store
+            .get_order_for_system(&order.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.state, OrderState::Issued);
     }
 }
