@@ -277,7 +277,8 @@ pub trait JobQueue: Send + Sync {
     async fn claim(&self, lease_ms: i64) -> StoreResult<Option<Job>>;
     async fn complete(&self, job_id: i64) -> StoreResult<()>;
     async fn retry(&self, job_id: i64, run_at: OffsetDateTime, error: &str) -> StoreResult<()>;
-    /// Milliseconds until the next job is due, if any is queued.
+    /// Milliseconds until the next job is due, if any is queued and not
+    /// leased.
     async fn next_due_in_ms(&self) -> StoreResult<Option<i64>>;
     /// Frees leases held by a process that is gone (single-instance backends).
     async fn release_all_leases(&self) -> StoreResult<u64>;

@@ -933,6 +933,14 @@ impl EmailRequestStore for SqliteStore {
     }
 }
 
+/// The earliest job a worker could claim now or later, leased ones left out
+/// (a lease runs for minutes; idle workers look again within a second). A
+/// walk of the run_at index to the first such job, not a scan of the queue:
+/// with a large backlog waiting to be retried, every idle worker asks this
+/// once a second.
+const NEXT_DUE: &str =
+    "SELECT MIN(run_at) FROM jobs WHERE locked_until IS NULL OR locked_until < ?";
+
 #[async_trait]
 impl JobQueue for SqliteStore {
     async fn enqueue(&self, job: &NewJob) -> StoreResult<()> {
@@ -989,15 +997,10 @@ impl JobQueue for SqliteStore {
     }
 
     async fn next_due_in_ms(&self) -> StoreResult<Option<i64>> {
+        let now = now_ms();
         let next: Option<i64> = self
             .db
-            .read(|c| {
-                Ok::<_, StoreError>(c.query_row(
-                    "SELECT MIN(MAX(run_at, COALESCE(locked_until, 0))) FROM jobs",
-                    [],
-                    |r| r.get(0),
-                )?)
-            })
+            .read(move |c| Ok::<_, StoreError>(c.query_row(NEXT_DUE, [now], |r| r.get(0))?))
             .await?;
         Ok(next.map(|t| (t - now_ms()).max(0)))
     }
@@ -1468,5 +1471,36 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(stored.state, OrderState::Issued);
+    }
+
+    #[tokio::test]
+    async fn the_next_due_job_leaves_leased_ones_out_and_is_found_through_the_index() {
+        let (_dir, store, _order) = store_with_order().await;
+        store.claim(60_000).await.unwrap().expect("the submit job");
+        assert_eq!(store.next_due_in_ms().await.unwrap(), None);
+        let later = OffsetDateTime::now_utc() + time::Duration::seconds(30);
+        store.enqueue(&NewJob::sync_order("o-2")).await.unwrap();
+        let job = store.claim(60_000).await.unwrap().expect("the sync job");
+        store.retry(job.id, later, "not yet").await.unwrap();
+        let due = store
+            .next_due_in_ms()
+            .await
+            .unwrap()
+            .expect("a job is due later");
+        assert!((25_000..=30_000).contains(&due), "due in {due} ms");
+
+        let plan: Vec<String> = store
+            .db
+            .read(|c| {
+                let mut s = c.prepare(&format!("EXPLAIN QUERY PLAN {NEXT_DUE}"))?;
+                let rows = s.query_map([0], |r| r.get::<_, String>(3))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await
+            .unwrap();
+        assert!(
+            plan.iter().any(|p| p.contains("USING INDEX jobs_due")),
+            "{plan:?}"
+        );
     }
 }
