@@ -375,17 +375,27 @@ impl Desk {
     ) -> ServiceResult<CertificateView> {
         require_ordering_role(actor)?;
         let old = self.scoped_certificate(actor, id).await?;
-        let new_key = req
-            .private_key
-            .as_deref()
-            .is_some_and(|k| !k.trim().is_empty())
-            || req.pkcs12.is_some();
+        let given = |v: &Option<String>| v.as_deref().is_some_and(|k| !k.trim().is_empty());
+        let new_key = given(&req.private_key) || given(&req.pkcs12);
         if !new_key {
             let pkcs8 = self.open_key(actor, id).await?;
             req.private_key = Some(import::key_pem(&pkcs8));
             req.key_password = None;
         }
-        let bundle = validate_off_runtime(&req).await?;
+        let bundle = validate_off_runtime(&req).await.map_err(|e| match e {
+            // Without a new key the stored one was tried: what does not fit
+            // is the certificate the caller sent, not a key they never sent.
+            ServiceError::Invalid { code, .. } if !new_key && code == "import_key_mismatch" => {
+                ServiceError::invalid(
+                    "certificate",
+                    "import_key_mismatch",
+                    "this certificate is not for the private key stored with this entry; to \
+                     replace both, send the new certificate's private key too (private_key or \
+                     pkcs12)",
+                )
+            }
+            e => e,
+        })?;
         let notes = match &req.notes {
             Some(n) => check_notes(n)?,
             None => old.notes.clone(),

@@ -468,6 +468,22 @@ async fn a_renewed_certificate_replaces_the_old_one_with_the_same_or_a_new_key()
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let p: Value = res.json().await.unwrap();
     assert_eq!(p["code"], "import_key_mismatch", "{p}");
+    // The caller sent no key: the certificate is what does not fit.
+    assert_eq!(p["field"], "certificate", "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("send the new certificate's private key"),
+        "{p}"
+    );
+    // A blank PKCS#12 field is no new key either.
+    let res = put(json!({"certificate": other.cert, "chain": other.chain, "pkcs12": ""}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let p: Value = res.json().await.unwrap();
+    assert_eq!(p["field"], "certificate", "{p}");
 
     // With its own key it replaces the entry; the id and notes stay.
     let res =
