@@ -114,6 +114,10 @@ impl DeskProcess {
         }
     }
 
+    pub fn pid(&self) -> Result<u32> {
+        Ok(self.child.as_ref().context("desk not running")?.id())
+    }
+
     /// Resident set size, from /proc.
     pub fn rss_bytes(&self) -> Result<u64> {
         let pid = self.child.as_ref().context("desk not running")?.id();

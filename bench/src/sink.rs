@@ -77,6 +77,10 @@ impl Sink {
     }
 
     /// Messages accepted so far.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn count(&self) -> u64 {
         self.arrivals.lock().unwrap().count
     }
