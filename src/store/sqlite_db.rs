@@ -265,19 +265,17 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// Copies committed pages from the WAL into the database file, beside the
 /// writer rather than on it. PASSIVE: it never waits for the writer or the
-/// readers, and the writer never waits for it; the WAL is reused from its
-/// start once a checkpoint has caught up. Stops when `stop` is dropped, with
-/// a last full checkpoint so that a closed database is one file.
+/// readers, and the writer never waits for it. Stops when `stop` is
+/// dropped. No last checkpoint of its own: when the last connection to the
+/// file closes, SQLite checkpoints and removes the WAL itself, and a
+/// blocking (TRUNCATE) checkpoint here would keep a CLI command waiting for
+/// a busy desk sharing the file.
 fn checkpointer_loop(conn: Connection, stop: mpsc::Receiver<()>) {
-    let checkpoint = |mode: &str| {
-        if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(error = %e, "WAL checkpoint failed; the next one will retry");
         }
-    };
-    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
-        checkpoint("PASSIVE");
     }
-    checkpoint("TRUNCATE");
 }
 
 /// One transaction for the whole batch; each operation in its own savepoint.
