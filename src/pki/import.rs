@@ -759,6 +759,21 @@ fn pem_blocks(
         field,
         reason: e.to_string(),
     })?;
+    // The pem crate skips a block whose -----END line is missing: a paste
+    // cut short would otherwise be reported as "no certificate here".
+    let begun = String::from_utf8_lossy(bytes)
+        .matches("-----BEGIN ")
+        .count();
+    if begun > blocks.len() {
+        return Err(ImportError::BadPem {
+            field,
+            reason: format!(
+                "block {} has a -----BEGIN line but no -----END line; the text may have \
+                 been cut short",
+                blocks.len() + 1
+            ),
+        });
+    }
     if blocks.is_empty() {
         return Err(wrong_kind(field, expected, Found::of_text(bytes)));
     }
@@ -2476,6 +2491,16 @@ mod tests {
         let broken = "-----BEGIN CERTIFICATE-----\n%%%\n-----END CERTIFICATE-----\n";
         let err = import(&input(broken, &key, "")).unwrap_err();
         assert_error(&err, "import_bad_pem", "certificate");
+        // A paste cut short: no -----END line.
+        let cut = &cert[..cert.len() / 2];
+        let err = import(&input(cut, &key, "")).unwrap_err();
+        assert_error(&err, "import_bad_pem", "certificate");
+        assert!(err.to_string().contains("no -----END line"), "{err}");
+        // The same in the chain, after a whole block.
+        let chain = format!("{cert}{cut}");
+        let err = import(&input(&cert, &key, &chain)).unwrap_err();
+        assert_error(&err, "import_bad_pem", "chain");
+        assert!(err.to_string().contains("block 2"), "{err}");
     }
 
     #[test]
