@@ -613,6 +613,14 @@ async fn each_bad_import_is_refused_with_its_status_field_and_code() {
             detail: "not readable PEM",
         },
         Refusal {
+            what: "a certificate cut short (no -----END line)",
+            body: with(json!({"certificate": &b.cert[..b.cert.len() / 2]})),
+            status: unprocessable,
+            field: Some("certificate"),
+            code: "import_bad_pem",
+            detail: "no -----END line",
+        },
+        Refusal {
             what: "a CSR in the certificate field",
             body: with(json!({"certificate": csr_pem})),
             status: unprocessable,
