@@ -26,7 +26,7 @@ pub struct SqliteStore {
     db: SqliteDb,
 }
 
-pub(crate) fn connect_options(path: &Path) -> SqliteConnectOptions {
+fn connect_options(path: &Path) -> SqliteConnectOptions {
     SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
@@ -36,18 +36,27 @@ pub(crate) fn connect_options(path: &Path) -> SqliteConnectOptions {
         .foreign_keys(true)
 }
 
+/// Creates the file if needed, brings its schema up to date (through sqlx,
+/// which keeps the record of applied migrations), then hands it to the
+/// writer thread and the readers.
+pub(crate) async fn open_migrated(
+    path: &Path,
+    migrations: &sqlx::migrate::Migrator,
+    name: &str,
+) -> StoreResult<SqliteDb> {
+    let migrator = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(connect_options(path))
+        .await?;
+    let migrated = migrations.run(&migrator).await;
+    migrator.close().await;
+    migrated?;
+    Ok(SqliteDb::open(path, name)?)
+}
+
 impl SqliteStore {
     pub async fn open(path: &Path) -> StoreResult<SqliteStore> {
-        // Create the file and bring its schema up to date, then hand it to
-        // the writer thread and the readers.
-        let migrator = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(connect_options(path))
-            .await?;
-        let migrated = sqlx::migrate!("./migrations/sqlite").run(&migrator).await;
-        migrator.close().await;
-        migrated?;
-        let db = SqliteDb::open(path, "store")?;
+        let db = open_migrated(path, &sqlx::migrate!("./migrations/sqlite"), "store").await?;
         Ok(SqliteStore { db })
     }
 
@@ -61,49 +70,8 @@ impl SqliteStore {
     ) -> StoreResult<()> {
         self.db
             .write(move |c| {
-                let mut order = c.prepare_cached(
-                    "INSERT INTO orders (id, account_id, created_by, state, ca, ca_reference,
-                        common_name, names, key_type, days, csr_pem, admin_email, admin_name,
-                        approver_email, language, failure_reason, cert_serial, cert_not_before,
-                        cert_not_after, cert_fingerprint, cert_issuer, created_at, updated_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )?;
-                let mut name = c.prepare_cached(INSERT_ORDER_NAME)?;
-                let mut domain = c.prepare_cached(INSERT_ORDER_DOMAIN)?;
                 for (o, registrable) in &orders {
-                    let cert = o.certificate.as_ref();
-                    order.execute(params![
-                        o.id,
-                        o.account_id,
-                        o.created_by,
-                        o.state.as_str(),
-                        o.ca,
-                        o.ca_reference,
-                        o.common_name,
-                        serde_json::to_string(&o.names).expect("names serialize"),
-                        o.key_type,
-                        o.days as i64,
-                        o.csr_pem,
-                        o.admin_email.as_str(),
-                        o.admin_name,
-                        o.approver_email.as_ref().map(|e| e.as_str()),
-                        o.language,
-                        o.failure_reason,
-                        cert.map(|c| c.serial.as_str()),
-                        cert.map(|c| to_ms(c.not_before)),
-                        cert.map(|c| to_ms(c.not_after)),
-                        cert.map(|c| c.sha256_fingerprint.as_str()),
-                        cert.map(|c| c.issuer.as_str()),
-                        to_ms(o.created_at),
-                        to_ms(o.updated_at),
-                    ])?;
-                    let created_at = to_ms(o.created_at);
-                    for (n, r) in o.names.iter().zip(registrable) {
-                        name.execute(params![o.account_id, o.id, n, r, created_at])?;
-                        if let Some(r) = r {
-                            domain.execute(params![o.account_id, o.id, r, created_at])?;
-                        }
-                    }
+                    insert_order_rows(c, o, registrable)?;
                 }
                 Ok(())
             })
@@ -116,12 +84,62 @@ impl SqliteStore {
     }
 }
 
-const INSERT_ORDER_NAME: &str =
-    "INSERT OR IGNORE INTO order_names (account_id, order_id, name, registrable, created_at)
-     VALUES (?, ?, ?, ?, ?)";
-const INSERT_ORDER_DOMAIN: &str =
-    "INSERT OR IGNORE INTO order_domains (account_id, order_id, registrable, created_at)
-     VALUES (?, ?, ?, ?)";
+/// An order's row, and one row per name (and per registrable domain) for
+/// the listing filters.
+fn insert_order_rows(c: &Connection, o: &Order, registrable: &[Option<String>]) -> StoreResult<()> {
+    let cert = o.certificate.as_ref();
+    execute(
+        c,
+        "INSERT INTO orders (id, account_id, created_by, state, ca, ca_reference,
+            common_name, names, key_type, days, csr_pem, admin_email, admin_name,
+            approver_email, language, failure_reason, cert_serial, cert_not_before,
+            cert_not_after, cert_fingerprint, cert_issuer, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        params![
+            o.id,
+            o.account_id,
+            o.created_by,
+            o.state.as_str(),
+            o.ca,
+            o.ca_reference,
+            o.common_name,
+            serde_json::to_string(&o.names).expect("names serialize"),
+            o.key_type,
+            o.days as i64,
+            o.csr_pem,
+            o.admin_email.as_str(),
+            o.admin_name,
+            o.approver_email.as_ref().map(|e| e.as_str()),
+            o.language,
+            o.failure_reason,
+            cert.map(|c| c.serial.as_str()),
+            cert.map(|c| to_ms(c.not_before)),
+            cert.map(|c| to_ms(c.not_after)),
+            cert.map(|c| c.sha256_fingerprint.as_str()),
+            cert.map(|c| c.issuer.as_str()),
+            to_ms(o.created_at),
+            to_ms(o.updated_at),
+        ],
+    )?;
+    let created_at = to_ms(o.created_at);
+    for (name, registrable) in o.names.iter().zip(registrable) {
+        execute(
+            c,
+            "INSERT OR IGNORE INTO order_names (account_id, order_id, name, registrable, created_at)
+             VALUES (?, ?, ?, ?, ?)",
+            params![o.account_id, o.id, name, registrable, created_at],
+        )?;
+        if let Some(registrable) = registrable {
+            execute(
+                c,
+                "INSERT OR IGNORE INTO order_domains (account_id, order_id, registrable, created_at)
+                 VALUES (?, ?, ?, ?)",
+                params![o.account_id, o.id, registrable, created_at],
+            )?;
+        }
+    }
+    Ok(())
+}
 
 fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("{what}: {value:?}"))
@@ -142,7 +160,7 @@ fn email(value: String) -> StoreResult<EmailAddress> {
 }
 
 /// Every row the query returns, each through `map`.
-fn all<T>(
+pub(crate) fn all<T>(
     c: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
@@ -158,7 +176,7 @@ fn all<T>(
 }
 
 /// The first row the query returns, if any, through `map`.
-fn one<T>(
+pub(crate) fn one<T>(
     c: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
@@ -172,7 +190,11 @@ fn one<T>(
     }
 }
 
-fn execute(c: &Connection, sql: &str, params: impl rusqlite::Params) -> StoreResult<usize> {
+pub(crate) fn execute(
+    c: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> StoreResult<usize> {
     Ok(c.prepare_cached(sql)?.execute(params)?)
 }
 
@@ -562,47 +584,7 @@ impl OrderStore for SqliteStore {
                         return Ok(InsertOutcome::Existing(existing));
                     }
                 }
-                execute(
-                    c,
-                    "INSERT INTO orders (id, account_id, created_by, state, ca, ca_reference,
-                        common_name, names, key_type, days, csr_pem, admin_email, admin_name,
-                        approver_email, language, created_at, updated_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    params![
-                        order.id,
-                        order.account_id,
-                        order.created_by,
-                        order.state.as_str(),
-                        order.ca,
-                        order.ca_reference,
-                        order.common_name,
-                        serde_json::to_string(&order.names).expect("names serialize"),
-                        order.key_type,
-                        order.days as i64,
-                        order.csr_pem,
-                        order.admin_email.as_str(),
-                        order.admin_name,
-                        order.approver_email.as_ref().map(|e| e.as_str()),
-                        order.language,
-                        to_ms(order.created_at),
-                        to_ms(order.updated_at),
-                    ],
-                )?;
-                let created_at = to_ms(order.created_at);
-                for (name, registrable) in order.names.iter().zip(&registrable) {
-                    execute(
-                        c,
-                        INSERT_ORDER_NAME,
-                        params![order.account_id, order.id, name, registrable, created_at],
-                    )?;
-                    if let Some(registrable) = registrable {
-                        execute(
-                            c,
-                            INSERT_ORDER_DOMAIN,
-                            params![order.account_id, order.id, registrable, created_at],
-                        )?;
-                    }
-                }
+                insert_order_rows(c, &order, &registrable)?;
                 insert_job(c, &job, now)?;
                 insert_audit(c, &audit, now)?;
                 Ok(InsertOutcome::Created(order.id))

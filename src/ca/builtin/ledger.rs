@@ -3,12 +3,12 @@
 use std::path::Path;
 
 use rusqlite::{params, Connection, Row};
-use sqlx::sqlite::SqlitePoolOptions;
 use time::OffsetDateTime;
 
 use crate::ca::CaOrderRequest;
 use crate::domain::order::IssuedMetadata;
 use crate::domain::EmailAddress;
+use crate::store::sqlite::{all, execute, one, open_migrated};
 use crate::store::sqlite_db::SqliteDb;
 use crate::store::{from_ms, now_ms, to_ms, StoreError};
 
@@ -108,33 +108,18 @@ fn find_order(
     column: &str,
     value: &dyn rusqlite::ToSql,
 ) -> Result<Option<LedgerOrder>, LedgerError> {
-    let mut stmt = c.prepare_cached(&format!(
-        "SELECT {ORDER_COLUMNS} FROM ca_orders WHERE {column} = ?"
-    ))?;
-    let mut rows = stmt.query([value])?;
-    match rows.next()? {
-        Some(r) => Ok(Some(order_from_row(r)?)),
-        None => Ok(None),
-    }
-}
-
-fn execute(c: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize, LedgerError> {
-    Ok(c.prepare_cached(sql)?.execute(params)?)
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM ca_orders WHERE {column} = ?");
+    one(c, &sql, [value], order_from_row)
 }
 
 impl Ledger {
     pub async fn open(path: &Path) -> Result<Ledger, super::BuiltinCaError> {
-        let migrator = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(crate::store::sqlite::connect_options(path))
-            .await
-            .map_err(StoreError::from)?;
-        let migrated = sqlx::migrate!("./src/ca/builtin/migrations")
-            .run(&migrator)
-            .await;
-        migrator.close().await;
-        migrated?;
-        let db = SqliteDb::open(path, "ledger").map_err(StoreError::from)?;
+        let db = open_migrated(
+            path,
+            &sqlx::migrate!("./src/ca/builtin/migrations"),
+            "ledger",
+        )
+        .await?;
         Ok(Ledger { db })
     }
 
@@ -297,12 +282,13 @@ impl Ledger {
     pub async fn sealed_tokens(&self) -> Result<Vec<(String, Vec<u8>)>, LedgerError> {
         self.db
             .read(|c| {
-                let mut stmt = c.prepare_cached(
+                all(
+                    c,
                     "SELECT reference, approval_token_sealed FROM ca_orders
                      WHERE approval_token_sealed IS NOT NULL",
-                )?;
-                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
             })
             .await
     }
@@ -332,13 +318,12 @@ impl Ledger {
         let reference = reference.to_string();
         self.db
             .read(move |c| {
-                let mut stmt =
-                    c.prepare_cached("SELECT der FROM certificates WHERE reference = ?")?;
-                let mut rows = stmt.query([reference])?;
-                match rows.next()? {
-                    Some(r) => Ok(Some(r.get(0)?)),
-                    None => Ok(None),
-                }
+                one(
+                    c,
+                    "SELECT der FROM certificates WHERE reference = ?",
+                    [reference],
+                    |r| Ok(r.get(0)?),
+                )
             })
             .await
     }
