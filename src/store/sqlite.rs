@@ -338,6 +338,22 @@ fn insert_email_request(c: &Connection, account_id: &str, r: &EmailRequest) -> S
 
 /// Claims an idempotency key in the current transaction; returns the
 /// resource it already names when it was used before.
+/// What an idempotency key was first used for, if it was.
+fn find_idempotency_key(
+    c: &Connection,
+    account_id: &str,
+    key: &IdempotencyKey,
+) -> StoreResult<Option<String>> {
+    one(
+        c,
+        "SELECT resource_id FROM idempotency_keys WHERE account_id = ? AND scope = ? AND key = ?",
+        params![account_id, key.scope, key.key],
+        |r| Ok(r.get::<_, String>(0)?),
+    )
+}
+
+/// The first answer for a used key; otherwise records the key for
+/// `resource_id` (the single writer means nobody else records it meanwhile).
 fn claim_idempotency_key(
     c: &Connection,
     account_id: &str,
@@ -345,12 +361,7 @@ fn claim_idempotency_key(
     resource_id: &str,
     now: i64,
 ) -> StoreResult<Option<String>> {
-    let existing = one(
-        c,
-        "SELECT resource_id FROM idempotency_keys WHERE account_id = ? AND scope = ? AND key = ?",
-        params![account_id, key.scope, key.key],
-        |r| Ok(r.get::<_, String>(0)?),
-    )?;
+    let existing = find_idempotency_key(c, account_id, key)?;
     if existing.is_some() {
         return Ok(existing);
     }
@@ -771,10 +782,11 @@ impl EmailRequestStore for SqliteStore {
                 let now = now_ms();
                 let (account_id, current) = order_account_and_state(c, &request.order_id)?
                     .ok_or_else(|| StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))?;
+                // A used key gives the first answer. The key is recorded only
+                // with a request it points to: a refusal (wrong state, rate
+                // limit) leaves it free, and a retry gets the refusal again.
                 if let Some(key) = &idempotency {
-                    if let Some(existing) =
-                        claim_idempotency_key(c, &account_id, key, &request.id, now)?
-                    {
+                    if let Some(existing) = find_idempotency_key(c, &account_id, key)? {
                         let existing = one(
                             c,
                             &format!("SELECT {EMAIL_COLUMNS} FROM email_requests WHERE id = ?"),
@@ -805,6 +817,9 @@ impl EmailRequestStore for SqliteStore {
                             retry_after_ms: (oldest + limit.window_ms - now).max(1),
                         });
                     }
+                }
+                if let Some(key) = &idempotency {
+                    claim_idempotency_key(c, &account_id, key, &request.id, now)?;
                 }
                 insert_email_request(c, &account_id, &request)?;
                 insert_job(c, &NewJob::send_email(&request.id), now)?;

@@ -437,6 +437,26 @@ async fn bad_fields_and_other_peoples_orders_get_the_exact_status() {
         .as_str()
         .unwrap()
         .contains("next request is possible in"));
+    // A refused request with a key is refused again when retried (the key
+    // is not spent on a request that was never made), and a key used for an
+    // accepted one still gives that first answer.
+    for _ in 0..2 {
+        let (s, p, _) = desk
+            .api
+            .post_with(&resend, None, &[("Idempotency-Key", "retry-2")])
+            .await;
+        assert_eq!(
+            (s, p["code"].as_str()),
+            (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")),
+            "{p}"
+        );
+    }
+    let (s, again, _) = desk
+        .api
+        .post_with(&resend, None, &[("Idempotency-Key", "retry-1")])
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(again["request_id"], first["request_id"]);
 
     // An issued order can no longer be cancelled.
     let (s, p, _) = desk
