@@ -11,12 +11,20 @@ use crate::support::*;
 
 const PASSWORD: &str = "a long enough password";
 
-async fn sign_in(b: &Browser, desk: &Desk, email: &str, password: &str) {
+/// Fills in and sends the sign-in form.
+async fn submit_sign_in(b: &Browser, desk: &Desk, email: &str, password: &str) {
     b.goto(&format!("{}/console", desk.url)).await;
     b.wait_for("#sign-in").await;
     b.fill("#email", email).await;
     b.fill("#password", password).await;
     b.click("#sign-in").await;
+}
+
+async fn sign_in(b: &Browser, desk: &Desk, email: &str, password: &str) {
+    submit_sign_in(b, desk, email, password).await;
+    // Signed in once a console page with the sign-out button has loaded: a
+    // navigation started before then would lose to the sign-in's redirect.
+    b.wait_for("#sign-out").await;
 }
 
 async fn dialog_open(b: &Browser) -> bool {
@@ -40,7 +48,7 @@ async fn order_in_the_console_approve_and_resend_the_fulfillment_email_from_the_
     let b = Browser::start().await;
     b.desktop().await;
     // A wrong password first: one message, naming neither part.
-    sign_in(&b, &desk, "admin@localhost", "not the password").await;
+    submit_sign_in(&b, &desk, "admin@localhost", "not the password").await;
     b.wait_for_text("#login-error", "The email or password is not correct.")
         .await;
     sign_in(&b, &desk, "admin@localhost", PASSWORD).await;
