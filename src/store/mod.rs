@@ -4,6 +4,7 @@
 //! Every change that needs follow-up work writes its job and its audit event
 //! in the same transaction (transactional outbox, DESIGN rule 2).
 
+pub mod postgres;
 pub mod sqlite;
 pub mod sqlite_db;
 
@@ -14,6 +15,7 @@ use time::OffsetDateTime;
 use crate::domain::account::{Account, Role, User};
 use crate::domain::order::{EmailRequest, EmailRequestState, IssuedMetadata, Order, OrderState};
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
