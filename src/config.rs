@@ -14,6 +14,7 @@ use crate::domain::order::MAX_VALIDITY_DAYS;
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
     pub listen: Option<String>,
     pub public_url: Option<String>,
     pub admin_email: Option<String>,
@@ -75,6 +76,8 @@ impl FileConfig {
 #[derive(Debug, Clone)]
 pub struct ServeSettings {
     pub data_dir: PathBuf,
+    /// PostgreSQL instead of the embedded SQLite file.
+    pub database_url: Option<String>,
     pub listen: SocketAddr,
     pub public_url: String,
     pub admin_email: String,
@@ -92,6 +95,7 @@ pub struct ServeSettings {
 #[derive(Debug, Default, Clone)]
 pub struct ServeOverrides {
     pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
     pub listen: Option<String>,
     pub public_url: Option<String>,
     pub admin_email: Option<String>,
@@ -143,11 +147,13 @@ impl ServeSettings {
                 message: "must be at least 1".into(),
             });
         }
+        let database_url = database_url(o.database_url.or(f.database_url))?;
         Ok(ServeSettings {
             data_dir: o
                 .data_dir
                 .or(f.data_dir)
                 .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            database_url,
             listen,
             public_url,
             admin_email: o
@@ -169,5 +175,94 @@ impl ServeSettings {
                 .name
                 .unwrap_or_else(|| "certdesk built-in CA".into()),
         })
+    }
+}
+
+/// Checks a `database_url` setting: unset or blank means the embedded SQLite
+/// file; otherwise it must be a PostgreSQL URL.
+pub fn database_url(value: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let invalid = |message: String| ConfigError::Invalid {
+        setting: "database_url",
+        message,
+    };
+    let parsed = url::Url::parse(value.trim()).map_err(|e| {
+        invalid(format!(
+            "{}: {e}; expected postgres://USER@HOST:5432/DATABASE",
+            redact_url(&value)
+        ))
+    })?;
+    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+        return Err(invalid(format!(
+            "{}: only PostgreSQL is supported (postgres://USER@HOST:5432/DATABASE); \
+             leave it unset for the embedded SQLite database in the data folder",
+            redact_url(&value)
+        )));
+    }
+    Ok(Some(value.trim().to_string()))
+}
+
+/// A URL fit for logs and error messages: any password replaced.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "(the configured URL)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blank_database_url_means_the_embedded_sqlite_file() {
+        assert_eq!(database_url(None).unwrap(), None);
+        assert_eq!(database_url(Some("  ".into())).unwrap(), None);
+    }
+
+    #[test]
+    fn a_postgres_database_url_is_kept_and_others_are_refused_naming_the_setting() {
+        for ok in [
+            "postgres://desk@db.internal:5432/certdesk",
+            "postgresql://desk:pw@127.0.0.1/certdesk?sslmode=require",
+        ] {
+            assert_eq!(database_url(Some(ok.into())).unwrap().as_deref(), Some(ok));
+        }
+        for (bad, reason) in [
+            ("sqlite://./desk.db", "only PostgreSQL"),
+            ("certdesk.db", "expected postgres://"),
+        ] {
+            let e = database_url(Some(bad.into())).unwrap_err().to_string();
+            assert!(e.starts_with("database_url: "), "{e}");
+            assert!(e.contains(reason), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_database_password_never_shows_in_messages() {
+        assert_eq!(
+            redact_url("postgres://desk:s3cret@db:5432/certdesk"),
+            "postgres://desk:***@db:5432/certdesk"
+        );
+        assert_eq!(
+            redact_url("postgres://desk@db/certdesk"),
+            "postgres://desk@db/certdesk"
+        );
+        let e = database_url(Some("mysql://root:s3cret@db/x".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("s3cret"), "{e}");
+        // Unparseable: nothing of it is repeated.
+        assert_eq!(
+            redact_url("postgres://desk:s3cret@[bad"),
+            "(the configured URL)"
+        );
     }
 }

@@ -14,12 +14,25 @@ use crate::crypto::Keyring;
 use crate::domain::EmailAddress;
 use crate::mail::Mailer;
 use crate::service::{accounts, Desk, DeskSettings};
-use crate::store::{SqliteStore, Store};
+use crate::store::{PgStore, SqliteStore, Store};
 use crate::worker;
 
 pub const DB_FILE: &str = "certdesk.db";
 
-pub async fn open_store(data_dir: &Path) -> anyhow::Result<Arc<SqliteStore>> {
+/// The desk's database: PostgreSQL when a URL is configured, otherwise the
+/// embedded SQLite file in the data folder.
+pub async fn open_store(
+    data_dir: &Path,
+    database_url: Option<&str>,
+) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(url) = database_url {
+        let shown = crate::config::redact_url(url);
+        let store = PgStore::connect(url)
+            .await
+            .with_context(|| format!("cannot open the database at {shown}"))?;
+        tracing::info!("database: PostgreSQL at {shown}");
+        return Ok(Arc::new(store));
+    }
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data folder {}", data_dir.display()))?;
     let store = SqliteStore::open(&data_dir.join(DB_FILE))
@@ -30,7 +43,7 @@ pub async fn open_store(data_dir: &Path) -> anyhow::Result<Arc<SqliteStore>> {
 
 pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     let data = &settings.data_dir;
-    let store = open_store(data).await?;
+    let store = open_store(data, settings.database_url.as_deref()).await?;
     let keys = Arc::new(Keyring::load(
         std::env::var("CERTDESK_MASTER_KEY").ok().as_deref(),
         data,
@@ -63,9 +76,8 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     let mut cas = CaRegistry::default();
     cas.add(builtin.clone());
 
-    let store_dyn: Arc<dyn Store> = store.clone();
     let desk = Arc::new(Desk {
-        store: store_dyn,
+        store,
         cas,
         settings: DeskSettings {
             resend_limit_per_hour: settings.resend_limit_per_hour,

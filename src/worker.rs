@@ -45,7 +45,8 @@ enum Outcome {
 
 /// Starts `tasks` workers. Each sleeps until woken or until the next job is due.
 pub async fn spawn(desk: Arc<Desk>, tasks: usize) -> Result<(), StoreError> {
-    // SQLite means one desk process: leases left by a previous run are stale.
+    // Leases left by a run that is gone are stale: on SQLite every lease (one
+    // desk process), on PostgreSQL those of desks that no longer run.
     let freed = desk.store.release_all_leases().await?;
     if freed > 0 {
         tracing::info!(

@@ -71,6 +71,10 @@ struct ServeArgs {
     /// Data folder (database, CA, outbox).
     #[arg(long, env = "CERTDESK_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// PostgreSQL instead of the SQLite file in the data folder:
+    /// postgres://USER:PASSWORD@HOST:5432/DATABASE.
+    #[arg(long, env = "CERTDESK_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// Address and port to listen on.
     #[arg(long, env = "CERTDESK_LISTEN")]
     listen: Option<String>,
@@ -253,6 +257,14 @@ struct AdminArgs {
     /// Data folder of the desk (anywhere on the command line).
     #[arg(long, env = "CERTDESK_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
+    /// The desk's PostgreSQL database, when it runs on one.
+    #[arg(
+        long,
+        env = "CERTDESK_DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    database_url: Option<String>,
     #[command(subcommand)]
     command: AdminCmd,
 }
@@ -367,6 +379,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let settings = ServeSettings::resolve(
                 ServeOverrides {
                     data_dir: args.data_dir,
+                    database_url: args.database_url,
                     listen: args.listen,
                     public_url: args.public_url,
                     admin_email: args.admin_email,
@@ -392,7 +405,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
-            admin(&out, &data_dir, args.command).await
+            let database_url = crate::config::database_url(args.database_url.or(file.database_url))
+                .map_err(|e| CliError::Message(e.to_string()))?;
+            admin(&out, &data_dir, database_url.as_deref(), args.command).await
         }
         command => {
             let file_path = cli.config.clone().or_else(FileConfig::default_client_path);
@@ -404,15 +419,20 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-async fn admin(out: &Output, data_dir: &std::path::Path, cmd: AdminCmd) -> Result<(), CliError> {
-    if !data_dir.join(crate::server::DB_FILE).exists() {
+async fn admin(
+    out: &Output,
+    data_dir: &std::path::Path,
+    database_url: Option<&str>,
+    cmd: AdminCmd,
+) -> Result<(), CliError> {
+    if database_url.is_none() && !data_dir.join(crate::server::DB_FILE).exists() {
         return Err(CliError::Message(format!(
             "no desk database in {}: start the desk once with `certdesk serve --data-dir {}`, or pass --data-dir",
             data_dir.display(),
             data_dir.display()
         )));
     }
-    let store = crate::server::open_store(data_dir).await?;
+    let store = crate::server::open_store(data_dir, database_url).await?;
     let store = store.as_ref();
     match cmd {
         AdminCmd::RotateMasterKey => {
@@ -445,7 +465,6 @@ async fn admin(out: &Output, data_dir: &std::path::Path, cmd: AdminCmd) -> Resul
             );
         }
         AdminCmd::Account(AccountCmd::List) => {
-            use crate::store::AccountStore;
             let list = store.list_accounts().await.map_err(ServiceError::from)?;
             let rows: Vec<Value> = list
                 .iter()

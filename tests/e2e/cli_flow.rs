@@ -262,9 +262,7 @@ async fn admin_commands_work_on_the_data_folder_and_report_errors() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     // Tokens are kept hashed: the database does not hold the token itself.
-    let db = std::fs::read(desk.path("certdesk.db")).unwrap();
-    let wal = std::fs::read(desk.path("certdesk.db-wal")).unwrap_or_default();
-    for bytes in [&db, &wal] {
+    for (_, bytes) in desk.database_contents().await {
         assert!(!bytes
             .windows(token.trim().len())
             .any(|w| w == token.trim().as_bytes()));

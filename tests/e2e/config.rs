@@ -171,3 +171,51 @@ async fn an_idn_admin_address_receives_the_certificate() {
     assert_eq!(s, StatusCode::OK, "{a}");
     assert_eq!(a["addresses"][0], "admin@xn--bcher-kva.example");
 }
+
+#[tokio::test]
+async fn a_database_url_that_is_not_postgres_is_refused_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--database-url", "mysql://root:hunter2@127.0.0.1/certdesk"])
+        .env_remove("CERTDESK_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("database_url"), "{err}");
+    assert!(err.contains("only PostgreSQL"), "{err}");
+    assert!(!err.contains("hunter2"), "the password stays out: {err}");
+    assert!(
+        !dir.path().join("certdesk.db").exists(),
+        "no SQLite database was made instead"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_postgres_stops_the_desk_saying_where_but_not_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on a fresh free port.
+    let port = free_port();
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .env(
+            "CERTDESK_DATABASE_URL",
+            format!("postgres://desk:hunter2@127.0.0.1:{port}/certdesk"),
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "cannot open the database at postgres://desk:***@127.0.0.1:{port}/certdesk"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "the password stays out: {err}");
+}

@@ -110,6 +110,9 @@ async fn a_master_key_from_the_environment_rotates_to_the_one_given() {
         let mut cmd = std::process::Command::new(BIN);
         cmd.args(["admin", "rotate-master-key", "--data-dir"])
             .arg(desk.data.path());
+        if let Some(db) = &desk.database {
+            cmd.env("CERTDESK_DATABASE_URL", &db.url);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

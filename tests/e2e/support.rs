@@ -1,6 +1,11 @@
 //! Real parts for the end-to-end tests: a real SMTP server process
 //! (aiosmtpd writing a Maildir), the real `certdesk` binary on a random port
 //! with a fresh data folder, and CSRs made by openssl.
+//!
+//! The whole suite runs on either database (DESIGN rule 5): SQLite by
+//! default; with `CERTDESK_E2E_DATABASE=postgres` every desk gets a fresh
+//! database of its own on the PostgreSQL server at `CERTDESK_TEST_POSTGRES`
+//! (`scripts/test` runs the suite both ways).
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -197,12 +202,83 @@ impl Mail {
     }
 }
 
-/// The real `certdesk serve` on a random port with its own data folder.
+/// Which database the suite runs on.
+pub fn on_postgres() -> bool {
+    match std::env::var("CERTDESK_E2E_DATABASE").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("CERTDESK_E2E_DATABASE={other:?}: expected sqlite or postgres"),
+    }
+}
+
+/// A fresh PostgreSQL database for one desk, dropped with it.
+pub struct TestDatabase {
+    server: String,
+    name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> TestDatabase {
+        use sqlx::Connection;
+        let server = std::env::var("CERTDESK_TEST_POSTGRES").expect(
+            "CERTDESK_E2E_DATABASE=postgres needs CERTDESK_TEST_POSTGRES=postgres://USER@HOST:PORT/DB \
+             (scripts/test starts a server when none is reachable)",
+        );
+        let name = format!("certdesk_e2e_{:016x}", rand_suffix());
+        let mut admin = sqlx::PgConnection::connect(&server)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {server}: {e}"));
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+        let mut url = url::Url::parse(&server).unwrap();
+        url.set_path(&name);
+        TestDatabase {
+            server,
+            name,
+            url: url.to_string(),
+        }
+    }
+
+    pub async fn connect(&self) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&self.url).await.unwrap()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime: a thread of its own may block.
+        let (server, name) = (self.server.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut c) = sqlx::PgConnection::connect(&server).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut c)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The real `certdesk serve` on a random port with its own data folder (and,
+/// on PostgreSQL, its own database).
 pub struct Desk {
     child: Option<Child>,
     pub url: String,
     pub token: String,
     pub data: tempfile::TempDir,
+    pub database: Option<TestDatabase>,
     args: Vec<String>,
     env: Vec<(String, String)>,
     pub api: Api,
@@ -233,16 +309,26 @@ impl Desk {
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let url = format!("http://127.0.0.1:{port}");
+        let database = if on_postgres() {
+            Some(TestDatabase::create().await)
+        } else {
+            None
+        };
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if let Some(db) = &database {
+            env.push(("CERTDESK_DATABASE_URL".into(), db.url.clone()));
+        }
         let mut desk = Desk {
             child: None,
             url: url.clone(),
             token: String::new(),
             data,
+            database,
             args,
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env,
             api: Api::new(&url, ""),
         };
         let first_output = desk.spawn();
@@ -271,6 +357,7 @@ impl Desk {
             .args(&self.args)
             .env("CERTDESK_LOG", "info")
             .env_remove("CERTDESK_MASTER_KEY")
+            .env_remove("CERTDESK_DATABASE_URL")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -355,6 +442,12 @@ impl Desk {
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("CERTDESK_CONFIG")
             .env("CERTDESK_DATA_DIR", self.data.path())
+            .env_remove("CERTDESK_DATABASE_URL")
+            .envs(
+                self.database
+                    .iter()
+                    .map(|db| ("CERTDESK_DATABASE_URL", db.url.as_str())),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -439,29 +532,85 @@ impl Desk {
 
 impl Desk {
     /// The audit log as the desk wrote it, oldest first: (actor, action,
-    /// subject, detail), read from its database file.
+    /// subject, detail), read from its database.
     pub async fn audit_events(&self) -> Vec<(String, String, String, Value)> {
         use sqlx::Row;
-        let opts = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(self.path("certdesk.db"))
-            .read_only(true);
-        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
-        let rows =
-            sqlx::query("SELECT actor, action, subject, detail FROM audit_events ORDER BY id")
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-        pool.close().await;
-        rows.iter()
-            .map(|r| {
+        const QUERY: &str = "SELECT actor, action, subject, detail FROM audit_events ORDER BY id";
+        let rows: Vec<(String, String, String, String)> = match &self.database {
+            Some(db) => {
+                let mut c = db.connect().await;
+                sqlx::query(QUERY)
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                    .collect()
+            }
+            None => {
+                let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(self.path("certdesk.db"))
+                    .read_only(true);
+                let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+                let rows = sqlx::query(QUERY).fetch_all(&pool).await.unwrap();
+                pool.close().await;
+                rows.iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                    .collect()
+            }
+        };
+        rows.into_iter()
+            .map(|(actor, action, subject, detail)| {
                 (
-                    r.get("actor"),
-                    r.get("action"),
-                    r.get("subject"),
-                    serde_json::from_str(r.get::<&str, _>("detail")).unwrap(),
+                    actor,
+                    action,
+                    subject,
+                    serde_json::from_str(&detail).unwrap(),
                 )
             })
             .collect()
+    }
+
+    /// Everything the desk's database holds, as (where, bytes): on SQLite the
+    /// database file with its WAL and shared-memory files, on PostgreSQL every
+    /// row of every table (text as UTF-8, binary columns as their raw bytes).
+    pub async fn database_contents(&self) -> Vec<(String, Vec<u8>)> {
+        let Some(db) = &self.database else {
+            return ["certdesk.db", "certdesk.db-wal", "certdesk.db-shm"]
+                .into_iter()
+                .filter_map(|f| Some((f.to_string(), std::fs::read(self.path(f)).ok()?)))
+                .collect();
+        };
+        use sqlx::Row;
+        let mut c = db.connect().await;
+        let columns = sqlx::query(
+            "SELECT table_name::text, column_name::text, data_type::text
+             FROM information_schema.columns WHERE table_schema = 'public'
+             ORDER BY table_name, ordinal_position",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        for col in &columns {
+            let (table, column, kind): (String, String, String) =
+                (col.get(0), col.get(1), col.get(2));
+            let sql = if kind == "bytea" {
+                format!("SELECT coalesce(\"{column}\", ''::bytea) FROM \"{table}\"")
+            } else {
+                format!(
+                    "SELECT convert_to(coalesce(\"{column}\"::text, ''), 'UTF8') FROM \"{table}\""
+                )
+            };
+            let rows = sqlx::query(&sql);
+            let mut bytes = Vec::new();
+            for r in rows.fetch_all(&mut c).await.unwrap() {
+                bytes.extend(r.get::<Vec<u8>, _>(0));
+                bytes.push(b'\n');
+            }
+            out.push((format!("{table}.{column}"), bytes));
+        }
+        out
     }
 }
 
