@@ -1,5 +1,5 @@
 //! The desk under test: the real `certdesk` binary, started and stopped the
-//! way an operator does, on its embedded SQLite default.
+//! way an operator does, on its embedded SQLite default or on PostgreSQL.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -13,6 +13,7 @@ pub struct DeskProcess {
     pub data: PathBuf,
     pub port: u16,
     pub url: String,
+    database_url: Option<String>,
     smtp_port: u16,
     child: Option<Child>,
 }
@@ -22,12 +23,18 @@ pub const ADMIN_EMAIL: &str = "bench@certdesk-bench.com";
 impl DeskProcess {
     /// First start on an empty data folder: creates the CA and the
     /// administrator, and returns the API token it prints once.
-    pub async fn create(bin: &Path, data: &Path, smtp_port: u16) -> Result<(DeskProcess, String)> {
+    pub async fn create(
+        bin: &Path,
+        data: &Path,
+        database_url: Option<&str>,
+        smtp_port: u16,
+    ) -> Result<(DeskProcess, String)> {
         let mut desk = DeskProcess {
             bin: bin.to_path_buf(),
             data: data.to_path_buf(),
             port: free_port()?,
             url: String::new(),
+            database_url: database_url.map(str::to_string),
             smtp_port,
             child: None,
         };
@@ -74,6 +81,12 @@ impl DeskProcess {
             .arg("100000000")
             .env("CERTDESK_LOG", "warn")
             .env_remove("CERTDESK_MASTER_KEY")
+            .env_remove("CERTDESK_DATABASE_URL")
+            .envs(
+                self.database_url
+                    .iter()
+                    .map(|u| ("CERTDESK_DATABASE_URL", u)),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
         cmd
@@ -159,6 +172,12 @@ impl DeskProcess {
             .arg(&self.data)
             .args(args)
             .env("CERTDESK_LOG", "warn")
+            .env_remove("CERTDESK_DATABASE_URL")
+            .envs(
+                self.database_url
+                    .iter()
+                    .map(|u| ("CERTDESK_DATABASE_URL", u)),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,5 +1,5 @@
 //! Seeds one account with a large order history, through the desk's own
-//! store code (`SqliteStore::import_orders`) on its database file while the
+//! store code (`import_orders` of the SQLite or PostgreSQL store) while the
 //! desk is stopped.
 //!
 //! The orders look like a hosting provider's: 1,000 customer domains, each
@@ -15,7 +15,7 @@ use std::time::Instant;
 use anyhow::Result;
 use certdesk::domain::order::{IssuedMetadata, Order, OrderState};
 use certdesk::domain::{DnsName, EmailAddress};
-use certdesk::store::{Cursor, SqliteStore};
+use certdesk::store::Cursor;
 use time::OffsetDateTime;
 
 pub const CUSTOMERS: u64 = 1000;
@@ -36,13 +36,14 @@ pub fn customer_domain(k: u64) -> String {
 }
 
 pub async fn seed(
-    db: &Path,
+    database: &crate::database::Database,
+    data: &Path,
     account_id: &str,
     user_id: &str,
     count: u64,
     csr_pem: &str,
 ) -> Result<Seeded> {
-    let store = SqliteStore::open(db).await?;
+    let store = database.importer(data).await?;
     let admin = EmailAddress::parse("hostmaster@customer0.com")?;
     let now = OffsetDateTime::now_utc();
     let t0 = Instant::now();
