@@ -255,6 +255,8 @@ pub trait EmailRequestStore: Send + Sync {
         order_ids: &[String],
         kind: crate::domain::order::EmailKind,
     ) -> StoreResult<Vec<EmailRequest>>;
+    /// A passing state (forwarded, queued to retry). A backend may commit it
+    /// without waiting for the disk: lost in a crash, the job runs again.
     async fn set_email_request_state(
         &self,
         request_id: &str,

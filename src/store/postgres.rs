@@ -43,6 +43,13 @@
 //! * **No group commit of our own.** Each method is one transaction on a
 //!   pooled connection; PostgreSQL flushes the WAL of concurrent commits
 //!   together by itself.
+//! * **Commits that may be lost do not wait for the disk.** A job's lease
+//!   and its email request's passing states (forwarded, queued to retry) go
+//!   through a small pool with `synchronous_commit = off`: if the database
+//!   server crashes before it writes them, the job simply runs again, which
+//!   it must survive anyway. Every commit that records an accepted request
+//!   or an outcome waits for the WAL flush, and flushing one also flushes
+//!   every earlier relaxed commit.
 //!
 //! Queries are checked at run time (`sqlx::query` with `$n` placeholders), so
 //! building needs no database.
@@ -63,6 +70,9 @@ use crate::domain::{DnsName, EmailAddress};
 /// Connections per desk. PostgreSQL's default limit is 100 connections for
 /// the whole server, shared by every desk on it.
 const POOL_SIZE: u32 = 10;
+/// Connections for the writes that need not wait for the disk (leases,
+/// passing states), on top of POOL_SIZE.
+const RELAXED_POOL_SIZE: u32 = 4;
 
 /// First key of the advisory locks that say "this desk is alive"; the
 /// second is the desk's instance number.
@@ -70,6 +80,9 @@ const PRESENCE_LOCK: i32 = 0x6364_6b31; // "cdk1"
 
 pub struct PgStore {
     pool: PgPool,
+    /// `synchronous_commit = off`: only for writes whose loss means a job
+    /// runs again.
+    relaxed: PgPool,
     /// This desk's instance number, written on the jobs it leases.
     instance: i32,
     /// The connection holding this desk's presence lock: PostgreSQL releases
@@ -90,6 +103,14 @@ impl PgStore {
             pool.close().await;
             return Err(e.into());
         }
+        let relaxed = PgPoolOptions::new()
+            .max_connections(RELAXED_POOL_SIZE)
+            .min_connections(0)
+            .connect_lazy_with(
+                (*pool.connect_options())
+                    .clone()
+                    .options([("synchronous_commit", "off")]),
+            );
         let (instance, presence) = match take_presence_lock(&pool).await {
             Ok(taken) => taken,
             Err(e) => {
@@ -99,6 +120,7 @@ impl PgStore {
         };
         Ok(PgStore {
             pool,
+            relaxed,
             instance,
             _presence: tokio::sync::Mutex::new(presence),
         })
@@ -122,6 +144,7 @@ impl PgStore {
 
     /// Waits for the connections in use to come back, then closes them all.
     pub async fn close(&self) {
+        self.relaxed.close().await;
         self.pool.close().await;
     }
 }
@@ -513,6 +536,56 @@ async fn insert_email_request(
     Ok(())
 }
 
+/// A new email request, the job that sends it and its audit event, in one
+/// statement (one round trip where three inserts took three; this runs for
+/// every resend).
+async fn insert_email_request_job_and_audit(
+    c: &mut PgConnection,
+    account_id: &str,
+    r: &EmailRequest,
+    audit: &AuditEvent,
+    now: i64,
+) -> StoreResult<()> {
+    let job = NewJob::send_email(&r.id);
+    sqlx::query(
+        "WITH request AS (
+             INSERT INTO email_requests (id, account_id, order_id, kind, trigger, recipient,
+                 state, error, requested_by, message_id, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         ), job AS (
+             INSERT INTO jobs (key, kind, payload, run_at, created_at)
+             VALUES ($13, $14, $15, $16, $16)
+             ON CONFLICT (key) DO NOTHING
+         )
+         INSERT INTO audit_events (account_id, actor, action, subject, detail, created_at)
+         VALUES ($17, $18, $19, $20, $21, $16)",
+    )
+    .bind(&r.id)
+    .bind(account_id)
+    .bind(&r.order_id)
+    .bind(r.kind.as_str())
+    .bind(r.trigger.as_str())
+    .bind(r.recipient.as_str())
+    .bind(r.state.as_str())
+    .bind(&r.error)
+    .bind(&r.requested_by)
+    .bind(&r.message_id)
+    .bind(to_ms(r.created_at))
+    .bind(to_ms(r.updated_at))
+    .bind(&job.key)
+    .bind(job.kind.as_str())
+    .bind(&job.target)
+    .bind(now)
+    .bind(&audit.account_id)
+    .bind(&audit.actor)
+    .bind(&audit.action)
+    .bind(&audit.subject)
+    .bind(audit.detail.to_string())
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
 async fn delete_job(c: &mut PgConnection, job_id: i64) -> StoreResult<()> {
     sqlx::query("DELETE FROM jobs WHERE id = $1")
         .bind(job_id)
@@ -521,10 +594,6 @@ async fn delete_job(c: &mut PgConnection, job_id: i64) -> StoreResult<()> {
     Ok(())
 }
 
-/// Claims an idempotency key in the current transaction; returns the
-/// resource it already names when it was used before. A transaction that
-/// claims a key another one has just claimed waits (on the key's unique
-/// index) for that one to end, then sees its row.
 async fn existing_email_request(c: &mut PgConnection, id: String) -> StoreResult<EmailRequest> {
     let row = sqlx::query(&format!(
         "SELECT {EMAIL_COLUMNS} FROM email_requests WHERE id = $1"
@@ -536,6 +605,10 @@ async fn existing_email_request(c: &mut PgConnection, id: String) -> StoreResult
     email_request_from_row(&row)
 }
 
+/// Claims an idempotency key in the current transaction; returns the
+/// resource it already names when it was used before. A transaction that
+/// claims a key another one has just claimed waits (on the key's unique
+/// index) for that one to end, then sees its row.
 async fn claim_idempotency_key(
     c: &mut PgConnection,
     account_id: &str,
@@ -973,9 +1046,7 @@ impl EmailRequestStore for PgStore {
                 return Ok(EmailRequestOutcome::Existing(existing));
             }
         }
-        insert_email_request(&mut tx, &account_id, request).await?;
-        insert_job(&mut tx, &NewJob::send_email(&request.id), now).await?;
-        insert_audit(&mut tx, audit, now).await?;
+        insert_email_request_job_and_audit(&mut tx, &account_id, request, audit, now).await?;
         tx.commit().await?;
         Ok(EmailRequestOutcome::Created(request.clone()))
     }
@@ -1041,7 +1112,7 @@ impl EmailRequestStore for PgStore {
         .bind(error)
         .bind(now_ms())
         .bind(request_id)
-        .execute(&self.pool)
+        .execute(&self.relaxed)
         .await?;
         Ok(())
     }
@@ -1054,20 +1125,29 @@ impl EmailRequestStore for PgStore {
         job_id: i64,
         audit: &AuditEvent,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        let now = now_ms();
+        // One statement, so one round trip and atomic without BEGIN/COMMIT
+        // (five round trips as a transaction; this runs once per email).
         sqlx::query(
-            "UPDATE email_requests SET state = $1, error = $2, updated_at = $3 WHERE id = $4",
+            "WITH finished AS (
+                 UPDATE email_requests SET state = $1, error = $2, updated_at = $3 WHERE id = $4
+             ), done AS (
+                 DELETE FROM jobs WHERE id = $5
+             )
+             INSERT INTO audit_events (account_id, actor, action, subject, detail, created_at)
+             VALUES ($6, $7, $8, $9, $10, $3)",
         )
         .bind(state.as_str())
         .bind(error)
-        .bind(now)
+        .bind(now_ms())
         .bind(request_id)
-        .execute(&mut *tx)
+        .bind(job_id)
+        .bind(&audit.account_id)
+        .bind(&audit.actor)
+        .bind(&audit.action)
+        .bind(&audit.subject)
+        .bind(audit.detail.to_string())
+        .execute(&self.pool)
         .await?;
-        delete_job(&mut tx, job_id).await?;
-        insert_audit(&mut tx, audit, now).await?;
-        tx.commit().await?;
         Ok(())
     }
 }
@@ -1103,7 +1183,7 @@ impl JobQueue for PgStore {
         .bind(now + lease_ms)
         .bind(now)
         .bind(self.instance)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.relaxed)
         .await?
         .as_ref()
         .map(job_from_row)
