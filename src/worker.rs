@@ -17,7 +17,9 @@ use rand::Rng;
 use time::OffsetDateTime;
 
 use crate::ca::{CaError, CaNotifier, CaOrderRequest, CaOrderStatus, EmailDelivery};
-use crate::domain::order::{EmailKind, EmailRequestState, EmailTrigger, Order, OrderState};
+use crate::domain::order::{
+    EmailKind, EmailRequest, EmailRequestState, EmailTrigger, Order, OrderState,
+};
 use crate::domain::DnsName;
 use crate::service::Desk;
 use crate::store::{AuditEvent, Job, JobKind, NewJob, OrderUpdate, StoreError};
@@ -69,26 +71,8 @@ async fn run(desk: Arc<Desk>) {
     loop {
         match desk.store.claim(LEASE_MS).await {
             Ok(Some(job)) => {
-                let (id, attempts) = (job.id, job.attempts);
                 let outcome = execute(&desk, &job).await;
-                let recorded = match outcome {
-                    Ok(Outcome::Done) => desk.store.complete(id).await,
-                    Ok(Outcome::Recorded) => Ok(()),
-                    Ok(Outcome::Retry(reason)) => {
-                        let at = OffsetDateTime::now_utc() + backoff(attempts);
-                        tracing::warn!(job = id, attempts, reason = %reason, "job will be retried");
-                        desk.store.retry(id, at, &reason).await
-                    }
-                    Err(e) => {
-                        let at = OffsetDateTime::now_utc() + backoff(attempts);
-                        tracing::error!(job = id, error = %e, "job failed on the desk's database; retrying");
-                        desk.store.retry(id, at, &e.to_string()).await
-                    }
-                };
-                if let Err(e) = recorded {
-                    tracing::error!(job = id, error = %e, "could not record a job's outcome");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+                settle(&desk, &job, outcome).await;
             }
             Ok(None) => {
                 let wait = match desk.store.next_due_in_ms().await {
@@ -102,6 +86,30 @@ async fn run(desk: Arc<Desk>) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+/// Records what running a job came to: gone when done, due again later
+/// when it must be retried.
+async fn settle(desk: &Desk, job: &Job, outcome: Result<Outcome, StoreError>) {
+    let (id, attempts) = (job.id, job.attempts);
+    let recorded = match outcome {
+        Ok(Outcome::Done) => desk.store.complete(id).await,
+        Ok(Outcome::Recorded) => Ok(()),
+        Ok(Outcome::Retry(reason)) => {
+            let at = OffsetDateTime::now_utc() + backoff(attempts);
+            tracing::warn!(job = id, attempts, reason = %reason, "job will be retried");
+            desk.store.retry(id, at, &reason).await
+        }
+        Err(e) => {
+            let at = OffsetDateTime::now_utc() + backoff(attempts);
+            tracing::error!(job = id, error = %e, "job failed on the desk's database; retrying");
+            desk.store.retry(id, at, &e.to_string()).await
+        }
+    };
+    if let Err(e) = recorded {
+        tracing::error!(job = id, error = %e, "could not record a job's outcome");
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -183,9 +191,39 @@ fn update_for_status(
         }
     }
     if let Some(r) = &update.new_email {
-        update.jobs.push(NewJob::send_email(&r.id));
+        // Leased to this worker in the same commit: it sends the email right
+        // after (see `record`), with no claim, no second read of the request
+        // and the order, and no other worker woken for it.
+        update.jobs.push(NewJob::send_email(&r.id).leased(LEASE_MS));
     }
     Some(update)
+}
+
+/// Records the order's change; then sends the email it queued, as the
+/// holder of that email's lease. False when the order had moved on.
+async fn record(desk: &Desk, order: &Order, update: OrderUpdate) -> Result<bool, StoreError> {
+    let Some(queued) = desk.store.update_order(&update).await? else {
+        return Ok(false);
+    };
+    // The one job queued is the email's, leased to us.
+    if let (Some(request), [job], [job_id]) = (update.new_email, &update.jobs[..], &queued[..]) {
+        if job.lease_ms.is_none() || job.target != request.id {
+            return Ok(true);
+        }
+        let mut order = order.clone();
+        order.state = update.to;
+        order.ca_reference = update.ca_reference.or(order.ca_reference);
+        order.certificate = update.certificate.or(order.certificate);
+        let job = Job {
+            id: *job_id,
+            kind: JobKind::SendEmail,
+            target: request.id.clone(),
+            attempts: 1,
+        };
+        let outcome = deliver(desk, &job, request, &order).await;
+        settle(desk, &job, outcome).await;
+    }
+    Ok(true)
 }
 
 async fn fail_order(desk: &Desk, order: &Order, reason: String) -> Result<Outcome, StoreError> {
@@ -243,14 +281,13 @@ async fn submit_order(desk: &Desk, job: &Job) -> Result<Outcome, StoreError> {
     // The submission is done when its outcome is recorded: one commit for
     // both (one commit fewer per certificate).
     update.done_job = Some(job.id);
-    if !desk.store.update_order(&update).await? {
+    if !record(desk, &order, update).await? {
         // Cancelled while we were at the CA: withdraw it there too.
         if let Err(e) = ca.cancel(&reference).await {
             tracing::warn!(order = %order.id, error = %e, "could not withdraw a cancelled order at the CA");
         }
         return Ok(Outcome::Done);
     }
-    desk.wake.notify_one();
     Ok(Outcome::Recorded)
 }
 
@@ -309,8 +346,7 @@ async fn sync_order(desk: &Desk, order_id: &str) -> Result<Outcome, StoreError> 
     };
     if let Some(update) = update_for_status(desk, &order, OrderState::PendingApproval, None, status)
     {
-        desk.store.update_order(&update).await?;
-        desk.wake.notify_one();
+        record(desk, &order, update).await?;
     }
     Ok(Outcome::Done)
 }
@@ -328,6 +364,16 @@ async fn send_email(desk: &Desk, job: &Job) -> Result<Outcome, StoreError> {
     let Some(order) = desk.store.get_order_for_system(&request.order_id).await? else {
         return Ok(Outcome::Done);
     };
+    deliver(desk, job, request, &order).await
+}
+
+/// Has the order's CA send the email, and records how it went.
+async fn deliver(
+    desk: &Desk,
+    job: &Job,
+    request: EmailRequest,
+    order: &Order,
+) -> Result<Outcome, StoreError> {
     let finish = |state: EmailRequestState, error: Option<String>| {
         let action = format!(
             "email.{}.{}",
@@ -339,7 +385,7 @@ async fn send_email(desk: &Desk, job: &Job) -> Result<Outcome, StoreError> {
             }
         );
         let audit = system_audit(
-            &order,
+            order,
             &action,
             serde_json::json!({"request_id": request.id, "error": error}),
         );

@@ -437,7 +437,7 @@ impl Desk {
                     audit: audit(actor, "order.cancelled", &order.id, serde_json::json!({})),
                 })
                 .await?;
-            if applied {
+            if applied.is_some() {
                 return self.order_detail(actor, order_id).await;
             }
         }

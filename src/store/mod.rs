@@ -74,6 +74,9 @@ pub struct NewJob {
     pub kind: JobKind,
     /// The order or email request the job is about.
     pub target: String,
+    /// Leased at once to the desk writing it, for this long: that desk runs
+    /// the job itself right after the commit, without claiming it.
+    pub lease_ms: Option<i64>,
 }
 
 impl NewJob {
@@ -82,6 +85,7 @@ impl NewJob {
             key: format!("submit:{order_id}"),
             kind: JobKind::SubmitOrder,
             target: order_id.to_string(),
+            lease_ms: None,
         }
     }
     /// Each notice gets its own job: a notice that arrives while an earlier
@@ -91,6 +95,7 @@ impl NewJob {
             key: format!("sync:{order_id}:{}", uuid::Uuid::new_v4()),
             kind: JobKind::SyncOrder,
             target: order_id.to_string(),
+            lease_ms: None,
         }
     }
     pub fn send_email(request_id: &str) -> NewJob {
@@ -98,7 +103,13 @@ impl NewJob {
             key: format!("email:{request_id}"),
             kind: JobKind::SendEmail,
             target: request_id.to_string(),
+            lease_ms: None,
         }
+    }
+    /// The same job, leased at once to the desk that queues it.
+    pub fn leased(mut self, lease_ms: i64) -> NewJob {
+        self.lease_ms = Some(lease_ms);
+        self
     }
 }
 
@@ -229,8 +240,10 @@ pub trait OrderStore: Send + Sync {
     ) -> StoreResult<Vec<Order>>;
     /// Orders still waiting on their CA, for the start-up sweep.
     async fn pending_order_ids(&self) -> StoreResult<Vec<String>>;
-    /// Returns false (and changes nothing) when the order left `from`.
-    async fn update_order(&self, update: &OrderUpdate) -> StoreResult<bool>;
+    /// `None` (and nothing changes) when the order left `from`; otherwise
+    /// the ids of the jobs it queued, in order (a job whose key is already
+    /// queued is not queued again, and not among them).
+    async fn update_order(&self, update: &OrderUpdate) -> StoreResult<Option<Vec<i64>>>;
 }
 
 #[async_trait]

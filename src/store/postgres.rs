@@ -479,18 +479,35 @@ async fn insert_order_rows(
     Ok(())
 }
 
-async fn insert_job(c: &mut PgConnection, job: &NewJob, now: i64) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO jobs (key, kind, payload, run_at, created_at) VALUES ($1, $2, $3, $4, $4)
-         ON CONFLICT (key) DO NOTHING",
+/// The new job's id; `None` when a job with its key is already queued. A
+/// job leased at its writing is leased to `instance` (this desk) and counts
+/// as claimed once.
+async fn insert_job(
+    c: &mut PgConnection,
+    job: &NewJob,
+    now: i64,
+    instance: i32,
+) -> StoreResult<Option<i64>> {
+    let (locked_until, locked_by, attempts) = match job.lease_ms {
+        Some(lease) => (Some(now + lease), Some(instance), 1),
+        None => (None, None, 0),
+    };
+    Ok(sqlx::query_scalar(
+        "INSERT INTO jobs (key, kind, payload, run_at, attempts, locked_until, locked_by,
+             created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $4)
+         ON CONFLICT (key) DO NOTHING
+         RETURNING id",
     )
     .bind(&job.key)
     .bind(job.kind.as_str())
     .bind(&job.target)
     .bind(now)
-    .execute(c)
-    .await?;
-    Ok(())
+    .bind(attempts)
+    .bind(locked_until)
+    .bind(locked_by)
+    .fetch_optional(c)
+    .await?)
 }
 
 async fn insert_audit(c: &mut PgConnection, event: &AuditEvent, now: i64) -> StoreResult<()> {
@@ -796,7 +813,7 @@ impl OrderStore for PgStore {
             }
         }
         insert_order_rows(&mut tx, &[(order, registrable_domains)]).await?;
-        insert_job(&mut tx, job, now).await?;
+        insert_job(&mut tx, job, now, self.instance).await?;
         insert_audit(&mut tx, audit, now).await?;
         tx.commit().await?;
         Ok(InsertOutcome::Created(order.id.clone()))
@@ -904,7 +921,7 @@ impl OrderStore for PgStore {
         .await?)
     }
 
-    async fn update_order(&self, u: &OrderUpdate) -> StoreResult<bool> {
+    async fn update_order(&self, u: &OrderUpdate) -> StoreResult<Option<Vec<i64>>> {
         // The states the order may be in for the change to apply: one of
         // `from`, and one from which `to` is allowed (staying in the same
         // state is, a retried step; any other move must be one the order's
@@ -917,7 +934,7 @@ impl OrderStore for PgStore {
             .map(|s| s.as_str())
             .collect();
         if allowed.is_empty() {
-            return Ok(false);
+            return Ok(None);
         }
         let cert = u.certificate.as_ref();
         let mut tx = self.pool.begin().await?;
@@ -951,20 +968,21 @@ impl OrderStore for PgStore {
             // No such order, or it left `from`: nothing changes, and the
             // done job stays for its worker to complete or retry.
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(None);
         };
         if let Some(r) = &u.new_email {
             insert_email_request(&mut tx, &account_id, r).await?;
         }
+        let mut queued = Vec::with_capacity(u.jobs.len());
         for job in &u.jobs {
-            insert_job(&mut tx, job, now).await?;
+            queued.extend(insert_job(&mut tx, job, now, self.instance).await?);
         }
         if let Some(job_id) = u.done_job {
             delete_job(&mut tx, job_id).await?;
         }
         insert_audit(&mut tx, &u.audit, now).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(queued))
     }
 }
 
@@ -1163,7 +1181,8 @@ const NEXT_DUE: &str =
 impl JobQueue for PgStore {
     async fn enqueue(&self, job: &NewJob) -> StoreResult<()> {
         let mut c = self.pool.acquire().await?;
-        insert_job(&mut c, job, now_ms()).await
+        insert_job(&mut c, job, now_ms(), self.instance).await?;
+        Ok(())
     }
 
     /// The first due job in (run_at, id) order that no other transaction is
@@ -1874,7 +1893,7 @@ mod tests {
             done_job: None,
             audit: audit(&a.id, "order.pending", &moved.id),
         };
-        assert!(store.update_order(&update).await.unwrap());
+        assert!(store.update_order(&update).await.unwrap().is_some());
         let pending = OrderFilter {
             state: Some(OrderState::PendingApproval),
             ..OrderFilter::default()
@@ -1957,6 +1976,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_job_leased_as_it_is_queued_is_this_desks_until_it_is_gone() {
+        let db = TestDb::new().await;
+        let store = &db.store;
+        let (_, user) = account_with_user(store, "acme").await;
+        let order = new_order(&user, &["www.example.com"], now_ms(), OrderState::Submitted);
+        insert(store, &order).await;
+        let submit = store.claim(60_000).await.unwrap().expect("the submit job");
+        let mut update = issued(&order, submit.id, OrderState::Submitted);
+        update.jobs = vec![NewJob::send_email("request-1").leased(60_000)];
+        let queued = store.update_order(&update).await.unwrap().expect("applied");
+        assert_eq!(queued.len(), 1, "its id comes back");
+        assert!(
+            store.claim(60_000).await.unwrap().is_none(),
+            "no worker takes a job leased at its writing"
+        );
+        // This desk is alive: a desk starting beside it leaves the lease.
+        let other = PgStore::connect(&db.url()).await.unwrap();
+        assert_eq!(other.release_all_leases().await.unwrap(), 0);
+        // Queued again under the same key: nothing new, no id.
+        update.done_job = None;
+        update.from = vec![OrderState::Issued];
+        assert_eq!(store.update_order(&update).await.unwrap(), Some(vec![]));
+        db.expire_leases().await;
+        let again = other
+            .claim(60_000)
+            .await
+            .unwrap()
+            .expect("once the lease ran out");
+        assert_eq!((again.id, again.kind), (queued[0], JobKind::SendEmail));
+        assert_eq!(again.attempts, 2, "the leased run counted as one");
+        other.close().await;
+    }
+
+    #[tokio::test]
     async fn the_job_an_update_completes_goes_with_it_and_stays_when_it_does_not_apply() {
         let db = TestDb::new().await;
         let store = &db.store;
@@ -1971,7 +2024,7 @@ mod tests {
         // The order is not pending approval: the update does not apply and
         // the job stays, for its worker to complete or retry.
         let refused = issued(&order, job.id, OrderState::PendingApproval);
-        assert!(!store.update_order(&refused).await.unwrap());
+        assert!(store.update_order(&refused).await.unwrap().is_none());
         // Leases stay on PostgreSQL (another desk may hold them)…
         assert_eq!(store.release_all_leases().await.unwrap(), 0);
         assert!(store.claim(60_000).await.unwrap().is_none());
@@ -1982,7 +2035,7 @@ mod tests {
         assert_eq!(again.attempts, 2);
 
         let applied = issued(&order, job.id, OrderState::Submitted);
-        assert!(store.update_order(&applied).await.unwrap());
+        assert!(store.update_order(&applied).await.unwrap().is_some());
         db.expire_leases().await;
         assert!(store.claim(60_000).await.unwrap().is_none());
         let stored = store
@@ -2002,13 +2055,13 @@ mod tests {
             done_job: None,
             ..applied.clone()
         };
-        assert!(!store.update_order(&back).await.unwrap());
+        assert!(store.update_order(&back).await.unwrap().is_none());
         // An unknown order is not updated.
         let nobody = OrderUpdate {
             order_id: "no-such-order".into(),
             ..applied
         };
-        assert!(!store.update_order(&nobody).await.unwrap());
+        assert!(store.update_order(&nobody).await.unwrap().is_none());
         assert_eq!(
             db.count("SELECT COUNT(*) FROM audit_events WHERE action = 'order.issued'")
                 .await,
@@ -2031,7 +2084,7 @@ mod tests {
             jobs: vec![NewJob::send_email(&email.id), NewJob::sync_order(&order.id)],
             ..issued(&order, job.id, OrderState::Submitted)
         };
-        assert!(store.update_order(&update).await.unwrap());
+        assert!(store.update_order(&update).await.unwrap().is_some());
         let requests = store.list_email_requests(&order.id).await.unwrap();
         assert_eq!(requests.len(), 1);
         assert_eq!(requests[0].id, email.id);
@@ -2075,7 +2128,7 @@ mod tests {
         }
         let mut applied = 0;
         for t in tasks {
-            applied += t.await.unwrap().unwrap() as usize;
+            applied += t.await.unwrap().unwrap().is_some() as usize;
         }
         assert_eq!(applied, 1);
         assert_eq!(

@@ -285,14 +285,29 @@ fn email_request_from_row(row: &Row) -> StoreResult<EmailRequest> {
     })
 }
 
-fn insert_job(c: &Connection, job: &NewJob, now: i64) -> StoreResult<()> {
-    execute(
+/// The new job's id; `None` when a job with its key is already queued.
+fn insert_job(c: &Connection, job: &NewJob, now: i64) -> StoreResult<Option<i64>> {
+    // A job leased at its writing counts as claimed once.
+    let (locked_until, attempts) = match job.lease_ms {
+        Some(lease) => (Some(now + lease), 1),
+        None => (None, 0),
+    };
+    let inserted = execute(
         c,
-        "INSERT INTO jobs (key, kind, payload, run_at, created_at) VALUES (?, ?, ?, ?, ?)
+        "INSERT INTO jobs (key, kind, payload, run_at, attempts, locked_until, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT(key) DO NOTHING",
-        params![job.key, job.kind.as_str(), job.target, now, now],
+        params![
+            job.key,
+            job.kind.as_str(),
+            job.target,
+            now,
+            attempts,
+            locked_until,
+            now
+        ],
     )?;
-    Ok(())
+    Ok((inserted == 1).then(|| c.last_insert_rowid()))
 }
 
 fn insert_audit(c: &Connection, event: &AuditEvent, now: i64) -> StoreResult<()> {
@@ -710,19 +725,19 @@ impl OrderStore for SqliteStore {
             .await
     }
 
-    async fn update_order(&self, u: &OrderUpdate) -> StoreResult<bool> {
+    async fn update_order(&self, u: &OrderUpdate) -> StoreResult<Option<Vec<i64>>> {
         let u = u.clone();
         self.db
             .write(move |c| {
                 let now = now_ms();
                 let Some((account_id, current)) = order_account_and_state(c, &u.order_id)? else {
-                    return Ok(false);
+                    return Ok(None);
                 };
                 // Staying in the same state is allowed (a retried step), any
                 // other move must be one the order's rules permit.
                 let allowed = current == u.to || current.can_become(u.to);
                 if !u.from.contains(&current) || !allowed {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 let cert = u.certificate.as_ref();
                 execute(
@@ -752,14 +767,15 @@ impl OrderStore for SqliteStore {
                 if let Some(r) = &u.new_email {
                     insert_email_request(c, &account_id, r)?;
                 }
+                let mut queued = Vec::with_capacity(u.jobs.len());
                 for job in &u.jobs {
-                    insert_job(c, job, now)?;
+                    queued.extend(insert_job(c, job, now)?);
                 }
                 if let Some(job_id) = u.done_job {
                     execute(c, "DELETE FROM jobs WHERE id = ?", [job_id])?;
                 }
                 insert_audit(c, &u.audit, now)?;
-                Ok(true)
+                Ok(Some(queued))
             })
             .await
     }
@@ -942,7 +958,9 @@ const NEXT_DUE: &str =
 impl JobQueue for SqliteStore {
     async fn enqueue(&self, job: &NewJob) -> StoreResult<()> {
         let job = job.clone();
-        self.db.write(move |c| insert_job(c, &job, now_ms())).await
+        self.db
+            .write(move |c| insert_job(c, &job, now_ms()).map(drop))
+            .await
     }
 
     async fn claim(&self, lease_ms: i64) -> StoreResult<Option<Job>> {
@@ -1445,6 +1463,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_job_leased_as_it_is_queued_is_left_to_its_desk_and_freed_after_a_restart() {
+        let (_dir, store, order) = store_with_order().await;
+        let submit = store.claim(60_000).await.unwrap().expect("the submit job");
+        let mut update = issued(&order, submit.id, OrderState::Submitted);
+        update.jobs = vec![NewJob::send_email("request-1").leased(60_000)];
+        let queued = store.update_order(&update).await.unwrap().expect("applied");
+        assert_eq!(queued.len(), 1, "its id comes back");
+        assert!(
+            store.claim(60_000).await.unwrap().is_none(),
+            "no other worker takes a job leased at its writing"
+        );
+        // A desk that died before sending it: the next start frees it.
+        store.release_all_leases().await.unwrap();
+        let again = store.claim(60_000).await.unwrap().expect("freed");
+        assert_eq!((again.id, again.kind), (queued[0], JobKind::SendEmail));
+        assert_eq!(again.attempts, 2, "the leased run counted as one");
+        // Queued again under the same key: nothing new, no id.
+        update.done_job = None;
+        update.from = vec![OrderState::Issued];
+        assert_eq!(store.update_order(&update).await.unwrap(), Some(vec![]));
+    }
+
+    #[tokio::test]
     async fn the_job_an_update_completes_goes_with_it_and_stays_when_it_does_not_apply() {
         let (_dir, store, order) = store_with_order().await;
         let job = store.claim(60_000).await.unwrap().expect("the submit job");
@@ -1453,13 +1494,13 @@ mod tests {
         // The order is not pending approval: the update does not apply and
         // the job stays, for its worker to complete or retry.
         let refused = issued(&order, job.id, OrderState::PendingApproval);
-        assert!(!store.update_order(&refused).await.unwrap());
+        assert!(store.update_order(&refused).await.unwrap().is_none());
         store.release_all_leases().await.unwrap();
         let again = store.claim(60_000).await.unwrap().expect("still queued");
         assert_eq!(again.id, job.id);
 
         let applied = issued(&order, job.id, OrderState::Submitted);
-        assert!(store.update_order(&applied).await.unwrap());
+        assert!(store.update_order(&applied).await.unwrap().is_some());
         store.release_all_leases().await.unwrap();
         assert!(store.claim(60_000).await.unwrap().is_none());
         let stored = store
