@@ -205,23 +205,25 @@ async fn record(desk: &Desk, order: &Order, update: OrderUpdate) -> Result<bool,
     let Some(queued) = desk.store.update_order(&update).await? else {
         return Ok(false);
     };
-    // The one job queued is the email's, leased to us.
-    if let (Some(request), [job], [job_id]) = (update.new_email, &update.jobs[..], &queued[..]) {
-        if job.lease_ms.is_none() || job.target != request.id {
-            return Ok(true);
+    match (update.new_email, &update.jobs[..], &queued[..]) {
+        // The one job queued is the email's, leased to us: send it now.
+        (Some(request), [job], [job_id]) if job.lease_ms.is_some() && job.target == request.id => {
+            let mut order = order.clone();
+            order.state = update.to;
+            order.ca_reference = update.ca_reference.or(order.ca_reference);
+            order.certificate = update.certificate.or(order.certificate);
+            let job = Job {
+                id: *job_id,
+                kind: JobKind::SendEmail,
+                target: request.id.clone(),
+                attempts: 1,
+            };
+            let outcome = deliver(desk, &job, request, &order).await;
+            settle(desk, &job, outcome).await;
         }
-        let mut order = order.clone();
-        order.state = update.to;
-        order.ca_reference = update.ca_reference.or(order.ca_reference);
-        order.certificate = update.certificate.or(order.certificate);
-        let job = Job {
-            id: *job_id,
-            kind: JobKind::SendEmail,
-            target: request.id.clone(),
-            attempts: 1,
-        };
-        let outcome = deliver(desk, &job, request, &order).await;
-        settle(desk, &job, outcome).await;
+        // Anything else queued is for whichever worker claims it.
+        (_, _, [_, ..]) => desk.wake.notify_one(),
+        _ => {}
     }
     Ok(true)
 }
