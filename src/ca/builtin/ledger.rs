@@ -112,6 +112,29 @@ fn find_order(
     one(c, &sql, [value], order_from_row)
 }
 
+fn insert_certificate(
+    c: &Connection,
+    reference: &str,
+    meta: &IssuedMetadata,
+    der: &[u8],
+    now: i64,
+) -> Result<(), LedgerError> {
+    execute(
+        c,
+        "INSERT INTO certificates (serial, reference, der, not_before, not_after, issued_at)
+         VALUES (?, ?, ?, ?, ?, ?)",
+        params![
+            meta.serial,
+            reference,
+            der,
+            to_ms(meta.not_before),
+            to_ms(meta.not_after),
+            now
+        ],
+    )?;
+    Ok(())
+}
+
 impl Ledger {
     pub async fn open(path: &Path) -> Result<Ledger, super::BuiltinCaError> {
         let db = open_migrated(
@@ -123,6 +146,8 @@ impl Ledger {
         Ok(Ledger { db })
     }
 
+    /// Records a pending order; returns the order now held for the desk
+    /// order (another one when the same desk order was recorded first).
     pub async fn insert(
         &self,
         req: &CaOrderRequest,
@@ -130,7 +155,7 @@ impl Ledger {
         token_hash: &[u8],
         token_sealed: &[u8],
         expires: OffsetDateTime,
-    ) -> Result<(), LedgerError> {
+    ) -> Result<Option<LedgerOrder>, LedgerError> {
         let names: Vec<&str> = req.names.iter().map(|n| n.as_str()).collect();
         let names = serde_json::to_string(&names).expect("names serialize");
         let req = req.clone();
@@ -164,10 +189,63 @@ impl Ledger {
                         to_ms(expires),
                         now_ms(),
                     ],
-                )
+                )?;
+                find_order(c, "desk_order_id", &req.desk_order_id)
             })
-            .await?;
-        Ok(())
+            .await
+    }
+
+    /// Records an order issued at once (no validation) with its
+    /// certificate, in one commit; false when the desk order was recorded
+    /// before.
+    pub async fn insert_issued(
+        &self,
+        req: &CaOrderRequest,
+        reference: &str,
+        meta: &IssuedMetadata,
+        der: &[u8],
+    ) -> Result<bool, LedgerError> {
+        let names: Vec<&str> = req.names.iter().map(|n| n.as_str()).collect();
+        let names = serde_json::to_string(&names).expect("names serialize");
+        let (req, reference, meta, der) = (
+            req.clone(),
+            reference.to_string(),
+            meta.clone(),
+            der.to_vec(),
+        );
+        self.db
+            .write(move |c| {
+                let now = now_ms();
+                let inserted = execute(
+                    c,
+                    "INSERT INTO ca_orders (reference, desk_order_id, names, csr_der, days,
+                        admin_email, admin_name, approver_email, requester, language, state,
+                        serial, created_at, decided_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'issued', ?, ?, ?)
+                     ON CONFLICT(desk_order_id) DO NOTHING",
+                    params![
+                        reference,
+                        req.desk_order_id,
+                        names,
+                        req.csr_der,
+                        req.days as i64,
+                        req.admin_email.as_str(),
+                        req.admin_name,
+                        req.approver_email.as_ref().map(|e| e.as_str()),
+                        req.requester.as_str(),
+                        req.language,
+                        meta.serial,
+                        now,
+                        now,
+                    ],
+                )?;
+                if inserted != 1 {
+                    return Ok(false);
+                }
+                insert_certificate(c, &reference, &meta, &der, now)?;
+                Ok(true)
+            })
+            .await
     }
 
     pub async fn get(&self, reference: &str) -> Result<Option<LedgerOrder>, LedgerError> {
@@ -259,20 +337,7 @@ impl Ledger {
                 if done != 1 {
                     return Ok(false);
                 }
-                execute(
-                    c,
-                    "INSERT INTO certificates (serial, reference, der, not_before, not_after,
-                        issued_at)
-                     VALUES (?, ?, ?, ?, ?, ?)",
-                    params![
-                        meta.serial,
-                        reference,
-                        der,
-                        to_ms(meta.not_before),
-                        to_ms(meta.not_after),
-                        now
-                    ],
-                )?;
+                insert_certificate(c, &reference, &meta, &der, now)?;
                 Ok(true)
             })
             .await
@@ -314,6 +379,26 @@ impl Ledger {
         Ok(done == 1)
     }
 
+    /// The order and, once issued, its certificate: one read.
+    pub async fn get_with_certificate(
+        &self,
+        reference: &str,
+    ) -> Result<Option<(LedgerOrder, Option<Vec<u8>>)>, LedgerError> {
+        let reference = reference.to_string();
+        self.db
+            .read(move |c| {
+                let sql = format!(
+                    "SELECT {ORDER_COLUMNS}, (SELECT der FROM certificates t
+                        WHERE t.reference = ca_orders.reference)
+                     FROM ca_orders WHERE reference = ?"
+                );
+                one(c, &sql, [reference], |r| {
+                    Ok((order_from_row(r)?, r.get::<_, Option<Vec<u8>>>(13)?))
+                })
+            })
+            .await
+    }
+
     pub async fn certificate(&self, reference: &str) -> Result<Option<Vec<u8>>, LedgerError> {
         let reference = reference.to_string();
         self.db
@@ -326,5 +411,108 @@ impl Ledger {
                 )
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::DnsName;
+
+    fn request(desk_order_id: &str) -> CaOrderRequest {
+        let email = EmailAddress::parse("it@example.com").unwrap();
+        CaOrderRequest {
+            desk_order_id: desk_order_id.into(),
+            csr_der: vec![1, 2, 3],
+            names: vec![DnsName::parse("www.example.com").unwrap()],
+            days: 90,
+            admin_email: email.clone(),
+            admin_name: "IT".into(),
+            approver_email: None,
+            requester: email,
+            language: "en".into(),
+        }
+    }
+
+    fn meta(serial: &str) -> IssuedMetadata {
+        IssuedMetadata {
+            serial: serial.into(),
+            not_before: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+            not_after: OffsetDateTime::from_unix_timestamp(1_707_776_000).unwrap(),
+            sha256_fingerprint: "ab".into(),
+            issuer: "CN=test".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_order_issued_at_once_is_recorded_once_with_its_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("ledger.db")).await.unwrap();
+        let req = request("order-1");
+        assert!(ledger
+            .insert_issued(&req, "ref-1", &meta("01"), b"first")
+            .await
+            .unwrap());
+        // The same desk order again (a retried submission): the first stands.
+        assert!(!ledger
+            .insert_issued(&req, "ref-2", &meta("02"), b"second")
+            .await
+            .unwrap());
+        let (order, der) = ledger.get_with_certificate("ref-1").await.unwrap().unwrap();
+        assert_eq!(order.state, LedgerState::Issued);
+        assert_eq!(order.desk_order_id, "order-1");
+        assert_eq!(der.as_deref(), Some(&b"first"[..]));
+        assert!(ledger
+            .get_with_certificate("ref-2")
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            ledger
+                .find_by_desk_order("order-1")
+                .await
+                .unwrap()
+                .unwrap()
+                .reference,
+            "ref-1"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pending_order_is_returned_by_its_insert_and_has_no_certificate_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("ledger.db")).await.unwrap();
+        let expires = OffsetDateTime::now_utc() + time::Duration::days(30);
+        let first = ledger
+            .insert(
+                &request("order-1"),
+                "ref-1",
+                b"hash-1",
+                b"sealed-1",
+                expires,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (first.reference.as_str(), first.state),
+            ("ref-1", LedgerState::Pending)
+        );
+        // Inserted twice for one desk order: both callers get the first.
+        let again = ledger
+            .insert(
+                &request("order-1"),
+                "ref-2",
+                b"hash-2",
+                b"sealed-2",
+                expires,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.reference, "ref-1");
+        let (order, der) = ledger.get_with_certificate("ref-1").await.unwrap().unwrap();
+        assert_eq!(order.state, LedgerState::Pending);
+        assert_eq!(der, None);
     }
 }

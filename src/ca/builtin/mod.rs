@@ -306,9 +306,25 @@ impl BuiltinCa {
     /// Signs the order's certificate and records it in the ledger, if the
     /// order is still pending (None when another decision came first).
     async fn issue(&self, order: &LedgerOrder) -> Result<Option<IssuedMetadata>, CaError> {
-        let csr = decode_csr(&order.csr_der, &self.csr_policy())
+        let (der, meta) = self.sign(&order.csr_der, order.days)?;
+        let recorded = self
+            .ledger
+            .record_issued(&order.reference, &meta, &der)
+            .await
+            .map_err(ledger_err)?;
+        if !recorded {
+            return Ok(None);
+        }
+        tracing::info!(reference = %order.reference, serial = %meta.serial, "built-in CA issued a certificate");
+        Ok(Some(meta))
+    }
+
+    /// The certificate for a CSR, checked again here: the CA takes nothing
+    /// on the desk's word.
+    fn sign(&self, csr_der: &[u8], days: u32) -> Result<(Vec<u8>, IssuedMetadata), CaError> {
+        let csr = decode_csr(csr_der, &self.csr_policy())
             .map_err(|e| CaError::Refused(format!("the CSR is not acceptable: {e}")))?;
-        let days = order.days.min(self.config.max_days).max(1);
+        let days = days.min(self.config.max_days).max(1);
         let not_before = OffsetDateTime::now_utc() - BACKDATE;
         let not_after = not_before + Duration::days(days as i64);
         let aia = self.intermediate_url();
@@ -324,16 +340,7 @@ impl BuiltinCa {
             })
             .map_err(|e| CaError::Refused(format!("signing failed: {e}")))?;
         let meta = metadata(&der)?;
-        let recorded = self
-            .ledger
-            .record_issued(&order.reference, &meta, &der)
-            .await
-            .map_err(ledger_err)?;
-        if !recorded {
-            return Ok(None);
-        }
-        tracing::info!(reference = %order.reference, serial = %meta.serial, "built-in CA issued a certificate");
-        Ok(Some(meta))
+        Ok((der, meta))
     }
 
     /// The approver's decision, from the approval page.
@@ -442,6 +449,31 @@ impl CertificateAuthority for BuiltinCa {
             .map_err(ledger_err)?
         {
             Some(existing) => existing,
+            None if self.config.validation == Validation::None => {
+                // Nothing to wait for: signed first, then the order and its
+                // certificate recorded in one commit.
+                let reference = uuid::Uuid::now_v7().to_string();
+                let (der, meta) = self.sign(&request.csr_der, request.days)?;
+                if self
+                    .ledger
+                    .insert_issued(request, &reference, &meta, &der)
+                    .await
+                    .map_err(ledger_err)?
+                {
+                    tracing::info!(%reference, serial = %meta.serial, "built-in CA issued a certificate");
+                    return Ok(CaSubmission {
+                        reference,
+                        status: CaOrderStatus::Issued(meta),
+                    });
+                }
+                // The same desk order, recorded a moment ago by another
+                // submission: that one stands.
+                self.ledger
+                    .find_by_desk_order(&request.desk_order_id)
+                    .await
+                    .map_err(ledger_err)?
+                    .ok_or_else(|| CaError::Transient("CA ledger: order vanished".into()))?
+            }
             None => {
                 let reference = uuid::Uuid::now_v7().to_string();
                 let token = random_token(32);
@@ -457,8 +489,8 @@ impl CertificateAuthority for BuiltinCa {
                         expires,
                     )
                     .await
-                    .map_err(ledger_err)?;
-                self.order(&reference).await?
+                    .map_err(ledger_err)?
+                    .ok_or_else(|| CaError::Transient("CA ledger: order vanished".into()))?
             }
         };
         if order.state == LedgerState::Pending && self.config.validation == Validation::None {
@@ -594,21 +626,21 @@ impl CertificateAuthority for BuiltinCa {
         reference: &str,
         delivery: &EmailDelivery,
     ) -> Result<(), CaError> {
-        let order = self.order(reference).await?;
+        let (order, der) = self
+            .ledger
+            .get_with_certificate(reference)
+            .await
+            .map_err(ledger_err)?
+            .ok_or_else(|| CaError::UnknownReference(reference.to_string()))?;
         if order.state != LedgerState::Issued {
             return Err(CaError::Conflict(
                 "the certificate has not been issued".into(),
             ));
         }
         // Rebuilt from the ledger every time: the desk holds no copy.
-        let der = self
-            .ledger
-            .certificate(reference)
-            .await
-            .map_err(ledger_err)?
-            .ok_or_else(|| {
-                CaError::Transient(format!("ledger lacks the certificate of {reference}"))
-            })?;
+        let der = der.ok_or_else(|| {
+            CaError::Transient(format!("ledger lacks the certificate of {reference}"))
+        })?;
         let info = inspect_der(&der).map_err(|e| CaError::Refused(e.to_string()))?;
         let cert_pem = pem_encode_cert(&der);
         let chain_pem = self.intermediate_pem();
