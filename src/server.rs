@@ -86,6 +86,7 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
             message_id_domain,
         },
         wake: Arc::new(Notify::new()),
+        at_once: Arc::new(tokio::sync::Semaphore::new(worker::TASKS)),
         keys,
     });
     builtin.set_notifier(Arc::new(worker::QueueNotifier {

@@ -13,6 +13,7 @@ use crate::domain::order::{OrderState, MAX_VALIDITY_DAYS};
 use crate::domain::DnsName;
 use crate::pki::csr::{decode_csr, CsrPolicy, DecodedCsr};
 use crate::store::{Cursor, IdempotencyKey, InsertOutcome, NewJob, OrderFilter, OrderUpdate};
+use crate::worker;
 
 pub const LANGUAGES: [&str; 2] = ["en", "it"];
 
@@ -166,7 +167,7 @@ fn check_admin_name(name: &str) -> ServiceResult<String> {
 
 impl Desk {
     pub async fn place_order(
-        &self,
+        self: &Arc<Self>,
         actor: &Actor,
         input: OrderInput,
         idempotency_key: Option<String>,
@@ -287,22 +288,34 @@ impl Desk {
             &order.id,
             serde_json::json!({"names": order.names, "ca": ca_id, "admin_email": order.admin_email}),
         );
+        // With room, the order goes to its CA right after the commit, from
+        // here, holding its submission job's lease: no worker claims it (one
+        // write fewer) or reads the order back. The job stays queued until
+        // the CA's answer is recorded, so a crash in between loses nothing.
+        let at_once = self.at_once.clone().try_acquire_owned().ok();
+        let job = NewJob::submit_order(&order.id);
+        let job = match at_once {
+            Some(_) => job.leased(worker::LEASE_MS),
+            None => job,
+        };
         let outcome = self
             .store
-            .insert_order(
-                &order,
-                &registrable,
-                &NewJob::submit_order(&order.id),
-                &event,
-                idempotency.as_ref(),
-            )
+            .insert_order(&order, &registrable, &job, &event, idempotency.as_ref())
             .await?;
-        let id = match outcome {
-            InsertOutcome::Created(id) => {
+        let id = match (outcome, at_once) {
+            (InsertOutcome::Created(id, Some(job_id)), Some(permit)) => {
+                let desk = self.clone();
+                tokio::spawn(async move {
+                    worker::submit_placed(&desk, order, job_id).await;
+                    drop(permit);
+                });
+                id
+            }
+            (InsertOutcome::Created(id, _), _) => {
                 self.wake.notify_one();
                 id
             }
-            InsertOutcome::Existing(id) => id,
+            (InsertOutcome::Existing(id), _) => id,
         };
         self.order_detail(actor, &id).await
     }

@@ -180,7 +180,9 @@ pub struct RateLimit {
 
 #[derive(Debug)]
 pub enum InsertOutcome<T> {
-    Created(T),
+    /// Written now; with the id of the job queued beside it (None when a
+    /// job with the same key was already queued).
+    Created(T, Option<i64>),
     /// The idempotency key was used before: here is the first answer.
     Existing(T),
 }

@@ -813,10 +813,10 @@ impl OrderStore for PgStore {
             }
         }
         insert_order_rows(&mut tx, &[(order, registrable_domains)]).await?;
-        insert_job(&mut tx, job, now, self.instance).await?;
+        let job_id = insert_job(&mut tx, job, now, self.instance).await?;
         insert_audit(&mut tx, audit, now).await?;
         tx.commit().await?;
-        Ok(InsertOutcome::Created(order.id.clone()))
+        Ok(InsertOutcome::Created(order.id.clone(), job_id))
     }
 
     async fn get_order(&self, account_id: &str, order_id: &str) -> StoreResult<Option<Order>> {
@@ -1756,7 +1756,7 @@ mod tests {
             )
             .await
             .unwrap();
-        assert!(matches!(outcome, InsertOutcome::Created(ref id) if *id == order.id));
+        assert!(matches!(outcome, InsertOutcome::Created(ref id, Some(_)) if *id == order.id));
     }
 
     fn resend(order: &Order) -> EmailRequest {
@@ -2422,7 +2422,7 @@ mod tests {
         let (mut created, mut existing) = (Vec::new(), Vec::new());
         for t in tasks {
             match t.await.unwrap().unwrap() {
-                InsertOutcome::Created(id) => created.push(id),
+                InsertOutcome::Created(id, _) => created.push(id),
                 InsertOutcome::Existing(id) => existing.push(id),
             }
         }
@@ -2455,7 +2455,7 @@ mod tests {
             )
             .await
             .unwrap();
-        assert!(matches!(outcome, InsertOutcome::Created(_)));
+        assert!(matches!(outcome, InsertOutcome::Created(..)));
     }
 
     #[tokio::test]

@@ -611,9 +611,9 @@ impl OrderStore for SqliteStore {
                     }
                 }
                 insert_order_rows(c, &order, &registrable)?;
-                insert_job(c, &job, now)?;
+                let job_id = insert_job(c, &job, now)?;
                 insert_audit(c, &audit, now)?;
-                Ok(InsertOutcome::Created(order.id))
+                Ok(InsertOutcome::Created(order.id, job_id))
             })
             .await
     }
