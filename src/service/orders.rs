@@ -255,7 +255,9 @@ impl Desk {
             key,
         });
 
-        let now = OffsetDateTime::now_utc();
+        // To the millisecond, as stored: the answer below is this value, not
+        // a read back.
+        let now = crate::store::from_ms(crate::store::to_ms(OffsetDateTime::now_utc()));
         let order = Order {
             id: uuid::Uuid::now_v7().to_string(),
             account_id: actor.account_id.clone(),
@@ -302,22 +304,28 @@ impl Desk {
             .store
             .insert_order(&order, &registrable, &job, &event, idempotency.as_ref())
             .await?;
-        let id = match (outcome, at_once) {
-            (InsertOutcome::Created(id, Some(job_id)), Some(permit)) => {
+        let job_id = match outcome {
+            InsertOutcome::Created(_, job_id) => job_id,
+            // The key's first answer, as it stands now.
+            InsertOutcome::Existing(id) => return self.order_detail(actor, &id).await,
+        };
+        // The order as committed: just placed, no email yet. Not read back.
+        let placed = OrderDetail {
+            status_label: order.state.label(),
+            order: order.clone(),
+            email_requests: vec![],
+        };
+        match (job_id, at_once) {
+            (Some(job_id), Some(permit)) => {
                 let desk = self.clone();
                 tokio::spawn(async move {
                     worker::submit_placed(&desk, order, job_id).await;
                     drop(permit);
                 });
-                id
             }
-            (InsertOutcome::Created(id, _), _) => {
-                self.wake.notify_one();
-                id
-            }
-            (InsertOutcome::Existing(id), _) => id,
-        };
-        self.order_detail(actor, &id).await
+            _ => self.wake.notify_one(),
+        }
+        Ok(placed)
     }
 
     pub async fn order_detail(&self, actor: &Actor, order_id: &str) -> ServiceResult<OrderDetail> {

@@ -293,9 +293,23 @@ async fn without_validation_the_order_issues_at_once_and_without_smtp_mail_goes_
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{order}");
+    assert_eq!(order["state"], "submitted", "answered as placed: {order}");
+    assert_eq!(order["email_requests"], serde_json::json!([]));
     let id = order["id"].as_str().unwrap();
     let o = desk.wait_order_state(id, "issued").await;
     assert_eq!(o["key_type"], "ECDSA P-384");
+    // The answer to the POST is the order as stored: the same values a GET
+    // shows, to the millisecond.
+    for field in [
+        "created_at",
+        "common_name",
+        "names",
+        "days",
+        "admin_email",
+        "csr_pem",
+    ] {
+        assert_eq!(order[field], o[field], "{field}");
+    }
     let outbox = desk.path("outbox");
     let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
