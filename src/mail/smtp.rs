@@ -24,8 +24,11 @@ use super::MailError;
 
 /// Idle connections kept for reuse, and how long one may sit idle (servers
 /// commonly drop idle clients after a minute or more; RFC 5321 4.5.3.2.7
-/// asks servers to wait at least 5 minutes).
-const MAX_IDLE: usize = 16;
+/// asks servers to wait at least 5 minutes). Up to 32 emails go out at once
+/// (16 workers, and 16 orders submitted by the requests that placed them):
+/// with room for only 16 idle, about a quarter of the issuance benchmark's
+/// emails opened a new connection (1,118 connects in 4 s; none with 32).
+const MAX_IDLE: usize = 32;
 const IDLE_FOR: Duration = Duration::from_secs(60);
 const TIMEOUT: Duration = Duration::from_secs(30);
 
