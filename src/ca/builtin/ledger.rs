@@ -112,6 +112,80 @@ fn find_order(
     one(c, &sql, [value], order_from_row)
 }
 
+/// What a new row of ca_orders starts as.
+enum NewRow<'a> {
+    Pending {
+        token_hash: &'a [u8],
+        token_sealed: &'a [u8],
+        expires_ms: i64,
+    },
+    Issued {
+        serial: &'a str,
+    },
+}
+
+/// Inserts the order unless its desk order is already recorded; returns
+/// the rows inserted (0 or 1).
+fn insert_order_row(
+    c: &Connection,
+    req: &CaOrderRequest,
+    reference: &str,
+    row: NewRow,
+    now: i64,
+) -> Result<usize, LedgerError> {
+    let names: Vec<&str> = req.names.iter().map(|n| n.as_str()).collect();
+    let names = serde_json::to_string(&names).expect("names serialize");
+    let (state, token_hash, token_sealed, expires, serial, decided_at) = match row {
+        NewRow::Pending {
+            token_hash,
+            token_sealed,
+            expires_ms,
+        } => (
+            LedgerState::Pending,
+            Some(token_hash),
+            Some(token_sealed),
+            Some(expires_ms),
+            None,
+            None,
+        ),
+        NewRow::Issued { serial } => (
+            LedgerState::Issued,
+            None,
+            None,
+            None,
+            Some(serial),
+            Some(now),
+        ),
+    };
+    execute(
+        c,
+        "INSERT INTO ca_orders (reference, desk_order_id, names, csr_der, days, admin_email,
+            admin_name, approver_email, requester, language, state, approval_token_hash,
+            approval_token_sealed, approval_expires_at, serial, created_at, decided_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT(desk_order_id) DO NOTHING",
+        params![
+            reference,
+            req.desk_order_id,
+            names,
+            req.csr_der,
+            req.days as i64,
+            req.admin_email.as_str(),
+            req.admin_name,
+            req.approver_email.as_ref().map(|e| e.as_str()),
+            req.requester.as_str(),
+            req.language,
+            state.as_str(),
+            token_hash,
+            token_sealed,
+            expires,
+            serial,
+            now,
+            decided_at,
+        ],
+    )
+}
+
 fn insert_certificate(
     c: &Connection,
     reference: &str,
@@ -156,8 +230,6 @@ impl Ledger {
         token_sealed: &[u8],
         expires: OffsetDateTime,
     ) -> Result<Option<LedgerOrder>, LedgerError> {
-        let names: Vec<&str> = req.names.iter().map(|n| n.as_str()).collect();
-        let names = serde_json::to_string(&names).expect("names serialize");
         let req = req.clone();
         let (reference, token_hash, token_sealed) = (
             reference.to_string(),
@@ -166,30 +238,12 @@ impl Ledger {
         );
         self.db
             .write(move |c| {
-                execute(
-                    c,
-                    "INSERT INTO ca_orders (reference, desk_order_id, names, csr_der, days,
-                        admin_email, admin_name, approver_email, requester, language, state,
-                        approval_token_hash, approval_token_sealed, approval_expires_at, created_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)
-                     ON CONFLICT(desk_order_id) DO NOTHING",
-                    params![
-                        reference,
-                        req.desk_order_id,
-                        names,
-                        req.csr_der,
-                        req.days as i64,
-                        req.admin_email.as_str(),
-                        req.admin_name,
-                        req.approver_email.as_ref().map(|e| e.as_str()),
-                        req.requester.as_str(),
-                        req.language,
-                        token_hash,
-                        token_sealed,
-                        to_ms(expires),
-                        now_ms(),
-                    ],
-                )?;
+                let row = NewRow::Pending {
+                    token_hash: &token_hash,
+                    token_sealed: &token_sealed,
+                    expires_ms: to_ms(expires),
+                };
+                insert_order_row(c, &req, &reference, row, now_ms())?;
                 find_order(c, "desk_order_id", &req.desk_order_id)
             })
             .await
@@ -205,8 +259,6 @@ impl Ledger {
         meta: &IssuedMetadata,
         der: &[u8],
     ) -> Result<bool, LedgerError> {
-        let names: Vec<&str> = req.names.iter().map(|n| n.as_str()).collect();
-        let names = serde_json::to_string(&names).expect("names serialize");
         let (req, reference, meta, der) = (
             req.clone(),
             reference.to_string(),
@@ -216,29 +268,10 @@ impl Ledger {
         self.db
             .write(move |c| {
                 let now = now_ms();
-                let inserted = execute(
-                    c,
-                    "INSERT INTO ca_orders (reference, desk_order_id, names, csr_der, days,
-                        admin_email, admin_name, approver_email, requester, language, state,
-                        serial, created_at, decided_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'issued', ?, ?, ?)
-                     ON CONFLICT(desk_order_id) DO NOTHING",
-                    params![
-                        reference,
-                        req.desk_order_id,
-                        names,
-                        req.csr_der,
-                        req.days as i64,
-                        req.admin_email.as_str(),
-                        req.admin_name,
-                        req.approver_email.as_ref().map(|e| e.as_str()),
-                        req.requester.as_str(),
-                        req.language,
-                        meta.serial,
-                        now,
-                        now,
-                    ],
-                )?;
+                let row = NewRow::Issued {
+                    serial: &meta.serial,
+                };
+                let inserted = insert_order_row(c, &req, &reference, row, now)?;
                 if inserted != 1 {
                     return Ok(false);
                 }
