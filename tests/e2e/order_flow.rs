@@ -339,6 +339,64 @@ async fn without_validation_the_order_issues_at_once_and_without_smtp_mail_goes_
     );
 }
 
+/// More orders at once than the desk submits from the requests that
+/// placed them (16 at a time): the rest wait in the queue for a worker.
+/// Each order is issued once, and each administrator gets exactly one
+/// fulfillment email.
+#[tokio::test]
+async fn a_burst_of_orders_is_each_issued_once_with_one_email() {
+    let smtp = SmtpServer::start();
+    let desk = Desk::start(Some(&smtp), &["--validation", "none"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (csr_pem, _) = csr(
+        dir.path(),
+        "ec:P-256",
+        "burst.example.com",
+        "DNS:burst.example.com",
+        &[],
+    );
+    const ORDERS: usize = 48;
+    let posts: Vec<_> = (0..ORDERS)
+        .map(|i| {
+            let api = desk.api.clone();
+            let body = order_body(&csr_pem, &format!("admin{i}@example.com"), None);
+            tokio::spawn(async move { api.post("/api/v1/orders", Some(&body)).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for p in posts {
+        let (status, order, _) = p.await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{order}");
+        ids.push(order["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        let o = desk.wait_order_state(id, "issued").await;
+        let requests = o["email_requests"].as_array().unwrap();
+        assert_eq!(requests.len(), 1, "{o}");
+    }
+    let mails = smtp.wait_for(ORDERS, |m| m.is_fulfillment()).await;
+    let mut to: Vec<&str> = mails.iter().map(|m| m.to.as_str()).collect();
+    to.sort_unstable();
+    to.dedup();
+    assert_eq!(to.len(), ORDERS, "one email per administrator");
+    // Nothing more arrives: no order was submitted or mailed twice.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        smtp.messages()
+            .iter()
+            .filter(|m| m.is_fulfillment())
+            .count(),
+        ORDERS
+    );
+    let issued = desk
+        .audit_events()
+        .await
+        .into_iter()
+        .filter(|(_, action, _, _)| action == "order.issued")
+        .count();
+    assert_eq!(issued, ORDERS, "one issuance recorded per order");
+}
+
 /// `field` of every order of the list `query` selects, following
 /// `next_cursor` to the last page.
 async fn all_pages(desk: &Desk, query: &str, field: &str) -> Vec<String> {
