@@ -202,6 +202,17 @@ fn update_for_status(
     Some(update)
 }
 
+/// A job this desk wrote leased to itself: it runs it without a claim, and
+/// the write counted as its first attempt.
+fn written_leased(id: i64, kind: JobKind, target: &str) -> Job {
+    Job {
+        id,
+        kind,
+        target: target.to_string(),
+        attempts: 1,
+    }
+}
+
 /// Records the order's change; then sends the email it queued, as the
 /// holder of that email's lease. False when the order had moved on.
 async fn record(desk: &Desk, order: &Order, update: OrderUpdate) -> Result<bool, StoreError> {
@@ -215,12 +226,7 @@ async fn record(desk: &Desk, order: &Order, update: OrderUpdate) -> Result<bool,
             order.state = update.to;
             order.ca_reference = update.ca_reference.or(order.ca_reference);
             order.certificate = update.certificate.or(order.certificate);
-            let job = Job {
-                id: *job_id,
-                kind: JobKind::SendEmail,
-                target: request.id.clone(),
-                attempts: 1,
-            };
+            let job = written_leased(*job_id, JobKind::SendEmail, &request.id);
             let outcome = deliver(desk, &job, request, &order).await;
             settle(desk, &job, outcome).await;
         }
@@ -262,12 +268,7 @@ async fn submit_order(desk: &Desk, job: &Job) -> Result<Outcome, StoreError> {
 /// Submits an order placed a moment ago, as the holder of the lease its
 /// submission job was written with (see `Desk::place_order`).
 pub async fn submit_placed(desk: &Desk, order: Order, job_id: i64) {
-    let job = Job {
-        id: job_id,
-        kind: JobKind::SubmitOrder,
-        target: order.id.clone(),
-        attempts: 1,
-    };
+    let job = written_leased(job_id, JobKind::SubmitOrder, &order.id);
     let outcome = submit(desk, &job, order).await;
     settle(desk, &job, outcome).await;
 }

@@ -10,16 +10,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 #[tokio::test]
 async fn the_desk_database_never_holds_the_issued_certificate_but_the_ca_ledger_does() {
-    let smtp = SmtpServer::start();
-    let desk = Desk::start(Some(&smtp), &["--validation", "none"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (csr_pem, _) = csr(
-        dir.path(),
-        "ec:P-256",
-        "secret.example.com",
-        "DNS:secret.example.com",
-        &[],
-    );
+    let (smtp, desk, csr_pem) = issuing_desk("secret.example.com").await;
     let (_, order, _) = desk
         .api
         .post(

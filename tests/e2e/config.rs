@@ -143,16 +143,7 @@ async fn a_data_folder_whose_database_is_damaged_stops_the_desk_saying_why() {
 
 #[tokio::test]
 async fn an_idn_admin_address_receives_the_certificate() {
-    let smtp = SmtpServer::start();
-    let desk = Desk::start(Some(&smtp), &["--validation", "none"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (csr_pem, _) = csr(
-        dir.path(),
-        "ec:P-256",
-        "xn--bcher-kva.example",
-        "DNS:xn--bcher-kva.example",
-        &[],
-    );
+    let (smtp, desk, csr_pem) = issuing_desk("xn--bcher-kva.example").await;
     let (s, o, _) = desk
         .api
         .post(

@@ -226,16 +226,7 @@ async fn italian_console_says_invia_and_invia_nuovamente_email() {
 
 #[tokio::test]
 async fn a_viewer_sees_orders_but_no_send_button() {
-    let smtp = SmtpServer::start();
-    let desk = Desk::start(Some(&smtp), &["--validation", "none"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (csr_pem, _) = csr(
-        dir.path(),
-        "ec:P-256",
-        "view.example.com",
-        "DNS:view.example.com",
-        &[],
-    );
+    let (_smtp, desk, csr_pem) = issuing_desk("view.example.com").await;
     let (_, o, _) = desk
         .api
         .post(

@@ -345,16 +345,7 @@ async fn without_validation_the_order_issues_at_once_and_without_smtp_mail_goes_
 /// fulfillment email.
 #[tokio::test]
 async fn a_burst_of_orders_is_each_issued_once_with_one_email() {
-    let smtp = SmtpServer::start();
-    let desk = Desk::start(Some(&smtp), &["--validation", "none"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (csr_pem, _) = csr(
-        dir.path(),
-        "ec:P-256",
-        "burst.example.com",
-        "DNS:burst.example.com",
-        &[],
-    );
+    let (smtp, desk, csr_pem) = issuing_desk("burst.example.com").await;
     const ORDERS: usize = 48;
     let posts: Vec<_> = (0..ORDERS)
         .map(|i| {

@@ -770,6 +770,16 @@ pub fn public_key_of_key(key_path: &Path) -> Vec<u8> {
     openssl(&["pkey", "-in", key_path.to_str().unwrap(), "-pubout"])
 }
 
+/// A desk that issues at once (validation off) and mails its own SMTP
+/// server, with a P-256 CSR for `name`: how most issuance tests start.
+pub async fn issuing_desk(name: &str) -> (SmtpServer, Desk, String) {
+    let smtp = SmtpServer::start();
+    let desk = Desk::start(Some(&smtp), &["--validation", "none"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (csr_pem, _) = csr(dir.path(), "ec:P-256", name, &format!("DNS:{name}"), &[]);
+    (smtp, desk, csr_pem)
+}
+
 pub fn order_body(csr: &str, admin: &str, approver: Option<&str>) -> Value {
     serde_json::json!({
         "csr": csr,

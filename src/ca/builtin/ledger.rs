@@ -425,6 +425,7 @@ impl Ledger {
                         WHERE t.reference = ca_orders.reference)
                      FROM ca_orders WHERE reference = ?"
                 );
+                // The certificate is the column after ORDER_COLUMNS' 13.
                 one(c, &sql, [reference], |r| {
                     Ok((order_from_row(r)?, r.get::<_, Option<Vec<u8>>>(13)?))
                 })
