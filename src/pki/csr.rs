@@ -222,7 +222,7 @@ pub fn decode_csr(input: &[u8], policy: &CsrPolicy) -> Result<DecodedCsr, CsrErr
         return Err(CsrError::Ed25519NotAllowed);
     }
     let signature_algorithm = oid_name(&csr.signature_algorithm.algorithm);
-    csr.verify_signature().map_err(|e| match e {
+    verified_signatures::check(csr.as_raw(), || csr.verify_signature()).map_err(|e| match e {
         X509Error::SignatureUnsupportedAlgorithm => CsrError::UnsupportedSignatureAlgorithm {
             algorithm: signature_algorithm.clone(),
         },
@@ -273,6 +273,65 @@ pub fn decode_csr(input: &[u8], policy: &CsrPolicy) -> Result<DecodedCsr, CsrErr
         signature_algorithm,
         der: csr.as_raw().to_vec(),
     })
+}
+
+/// The signatures this process has found valid, by the SHA-256 of the whole
+/// request. Each CSR is decoded twice on its way: by the desk when the order
+/// is placed, and again by the built-in CA before it signs (the CA takes
+/// nothing on the desk's word). Whether a signature verifies depends on the
+/// request's bytes alone, so a verdict remembered for the same bytes is the
+/// verdict the check would give: the second decode still parses the bytes
+/// and applies its own policy, and skips only the public-key operation (a
+/// twentieth of the desk's CPU per certificate, docs/PERFORMANCE.md). Bytes
+/// changed in between (in the database, say) hash differently and are
+/// verified afresh. Only successes are remembered, and only the latest
+/// `GENERATION` to `2 × GENERATION` of them (32 bytes each).
+mod verified_signatures {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    use sha2::{Digest, Sha256};
+
+    const GENERATION: usize = 4096;
+
+    #[derive(Default)]
+    struct Seen {
+        current: HashSet<[u8; 32]>,
+        previous: HashSet<[u8; 32]>,
+    }
+
+    static SEEN: Mutex<Option<Seen>> = Mutex::new(None);
+
+    /// `verify`'s verdict on the request `der`, run only when these bytes
+    /// have not verified before.
+    pub(super) fn check<E>(der: &[u8], verify: impl FnOnce() -> Result<(), E>) -> Result<(), E> {
+        let digest: [u8; 32] = Sha256::digest(der).into();
+        let known = |seen: &Seen| seen.current.contains(&digest) || seen.previous.contains(&digest);
+        if lock().as_ref().is_some_and(known) {
+            return Ok(());
+        }
+        verify()?;
+        let mut guard = lock();
+        let seen = guard.get_or_insert_with(Seen::default);
+        if seen.current.len() >= GENERATION {
+            seen.previous = std::mem::take(&mut seen.current);
+        }
+        seen.current.insert(digest);
+        Ok(())
+    }
+
+    fn lock() -> std::sync::MutexGuard<'static, Option<Seen>> {
+        // A panic while holding it leaves a set that is still sound.
+        SEEN.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    #[cfg(test)]
+    pub(super) fn remembers(der: &[u8]) -> bool {
+        let digest: [u8; 32] = Sha256::digest(der).into();
+        lock()
+            .as_ref()
+            .is_some_and(|s| s.current.contains(&digest) || s.previous.contains(&digest))
+    }
 }
 
 const CSR_LABELS: [&str; 2] = ["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"];
@@ -717,6 +776,24 @@ mod tests {
             CsrError::BadSignature.to_string(),
             "the CSR's signature does not verify; generate the CSR again with its own private key"
         );
+    }
+
+    #[test]
+    fn a_tampered_copy_of_a_csr_that_verified_is_still_refused() {
+        let der = rcgen_csr(&PKCS_ECDSA_P256_SHA256, Some("z.example.com"), vec![]);
+        assert!(!verified_signatures::remembers(&der));
+        assert!(decode(&der).is_ok());
+        assert!(verified_signatures::remembers(&der));
+        // The second decode, as the CA's, gives the same answer.
+        assert_eq!(decode(&der).unwrap().names, decode(&der).unwrap().names);
+        let at = der
+            .windows(13)
+            .position(|w| w == b"z.example.com")
+            .expect("CN in DER");
+        let mut tampered = der.clone();
+        tampered[at] = b'y';
+        assert_eq!(decode(&tampered), Err(CsrError::BadSignature));
+        assert!(!verified_signatures::remembers(&tampered));
     }
 
     #[test]
