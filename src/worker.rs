@@ -69,11 +69,20 @@ pub async fn spawn(desk: Arc<Desk>, tasks: usize) -> Result<(), StoreError> {
 
 async fn run(desk: Arc<Desk>) {
     loop {
-        match desk.store.claim(LEASE_MS).await {
-            Ok(Some(job)) => {
-                let outcome = execute(&desk, &job).await;
-                settle(&desk, &job, outcome).await;
-            }
+        // The slot is shared with the jobs requests carry out at once
+        // (`Desk::at_once`): a flood of them waits in the queue instead of
+        // doubling the jobs running at the same time.
+        let Ok(slot) = desk.at_once.clone().acquire_owned().await else {
+            return;
+        };
+        let claimed = desk.store.claim(LEASE_MS).await;
+        if let Ok(Some(job)) = &claimed {
+            let outcome = execute(&desk, job).await;
+            settle(&desk, job, outcome).await;
+        }
+        drop(slot);
+        match claimed {
+            Ok(Some(_)) => {}
             Ok(None) => {
                 let wait = match desk.store.next_due_in_ms().await {
                     Ok(Some(ms)) => Duration::from_millis(ms.clamp(10, 1000) as u64),
@@ -226,9 +235,7 @@ async fn record(desk: &Desk, order: &Order, update: OrderUpdate) -> Result<bool,
             order.state = update.to;
             order.ca_reference = update.ca_reference.or(order.ca_reference);
             order.certificate = update.certificate.or(order.certificate);
-            let job = written_leased(*job_id, JobKind::SendEmail, &request.id);
-            let outcome = deliver(desk, &job, request, &order).await;
-            settle(desk, &job, outcome).await;
+            deliver_requested(desk, request, &order, *job_id).await;
         }
         // Anything else queued is for whichever worker claims it.
         (_, _, [_, ..]) => desk.wake.notify_one(),
@@ -372,6 +379,14 @@ async fn sync_order(desk: &Desk, order_id: &str) -> Result<Outcome, StoreError> 
         record(desk, &order, update).await?;
     }
     Ok(Outcome::Done)
+}
+
+/// Has the CA send an email requested a moment ago, as the holder of the
+/// lease its job was written with.
+pub async fn deliver_requested(desk: &Desk, request: EmailRequest, order: &Order, job_id: i64) {
+    let job = written_leased(job_id, JobKind::SendEmail, &request.id);
+    let outcome = deliver(desk, &job, request, order).await;
+    settle(desk, &job, outcome).await;
 }
 
 async fn send_email(desk: &Desk, job: &Job) -> Result<Outcome, StoreError> {

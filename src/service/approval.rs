@@ -6,7 +6,7 @@ use crate::domain::order::OrderState;
 
 impl Desk {
     pub async fn resend_approval_email(
-        &self,
+        self: &Arc<Self>,
         actor: &Actor,
         order_id: &str,
         idempotency_key: Option<String>,

@@ -1,13 +1,15 @@
 //! "Resend email": ask the order's CA to send the fulfillment email again.
 //!
 //! The request is recorded, queued and audited in one commit and answered at
-//! once; the worker forwards it to the CA (see `worker::send_email`).
+//! once; the desk forwards it to the CA right after, or a worker does (see
+//! `Desk::request_email`).
 
 use serde::Serialize;
 
 use super::*;
 use crate::domain::order::OrderState;
 use crate::store::{EmailRequestOutcome, IdempotencyKey, RateLimit};
+use crate::worker;
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -60,7 +62,7 @@ impl Desk {
     }
 
     pub async fn request_fulfillment_email(
-        &self,
+        self: &Arc<Self>,
         actor: &Actor,
         order_id: &str,
         idempotency_key: Option<String>,
@@ -82,8 +84,15 @@ impl Desk {
     /// Shared by the fulfillment and approval resends: one commit holds the
     /// request, its job and its audit event, after the state, idempotency
     /// and rate-limit checks.
+    ///
+    /// With a free slot the email goes to the CA from here, right after the
+    /// commit, holding its job's lease (as a new order goes to its CA, see
+    /// `place_order`): no worker claims the job, reads the request and the
+    /// order back, or marks it forwarded (three writes and two reads fewer
+    /// on PostgreSQL). The answer does not wait for the sending. Without a
+    /// free slot the request waits in the queue for a worker.
     pub(crate) async fn request_email(
-        &self,
+        self: &Arc<Self>,
         actor: &Actor,
         order: &Order,
         kind: EmailKind,
@@ -92,13 +101,17 @@ impl Desk {
         idempotency_key: Option<String>,
     ) -> ServiceResult<EmailRequestAccepted> {
         let ca = self.ca(&order.ca)?;
-        let request = self.new_email_request(
+        let at_once = self.at_once.clone().try_acquire_owned().ok();
+        let mut request = self.new_email_request(
             order,
             kind,
             EmailTrigger::Resend,
             recipient,
             Some(&actor.user_id),
         );
+        if at_once.is_some() {
+            request.state = EmailRequestState::Forwarded;
+        }
         let event = audit(
             actor,
             &format!("email.{}.requested", kind.as_str()),
@@ -122,11 +135,21 @@ impl Desk {
                 &event,
                 idempotency.as_ref(),
                 Some(limit),
+                at_once.as_ref().map(|_| worker::LEASE_MS),
             )
             .await?;
         let accepted = match outcome {
-            EmailRequestOutcome::Created(r) => {
-                self.wake.notify_one();
+            EmailRequestOutcome::Created(r, job_id) => {
+                match (job_id, at_once) {
+                    (Some(job_id), Some(slot)) => {
+                        let (desk, request, order) = (self.clone(), r.clone(), order.clone());
+                        tokio::spawn(async move {
+                            worker::deliver_requested(&desk, request, &order, job_id).await;
+                            drop(slot);
+                        });
+                    }
+                    _ => self.wake.notify_one(),
+                }
                 r
             }
             EmailRequestOutcome::Existing(r) => r,

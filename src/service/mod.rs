@@ -92,9 +92,10 @@ pub struct Desk {
     pub settings: DeskSettings,
     /// Wakes the worker when a job was queued.
     pub wake: Arc<Notify>,
-    /// Room for jobs run at once by the request that queues them (a new
-    /// order's submission), beside the workers; when it is full they wait in
-    /// the queue like any other job.
+    /// Slots for running jobs, shared by the workers and the requests that
+    /// carry out the job they queue at once (a new order's submission, a
+    /// resent email): together they run at most `worker::TASKS` jobs. A
+    /// request finding no free slot leaves its job in the queue.
     pub at_once: Arc<tokio::sync::Semaphore>,
     /// Seals the private keys of the certificate store.
     pub keys: Arc<crate::crypto::Keyring>,

@@ -189,7 +189,8 @@ pub enum InsertOutcome<T> {
 
 #[derive(Debug)]
 pub enum EmailRequestOutcome {
-    Created(EmailRequest),
+    /// Recorded; with the id of its job when that was written leased.
+    Created(EmailRequest, Option<i64>),
     Existing(EmailRequest),
     /// The order is not in the state the request needs.
     WrongState(OrderState),
@@ -252,7 +253,9 @@ pub trait OrderStore: Send + Sync {
 pub trait EmailRequestStore: Send + Sync {
     /// Records a request with its job and audit event, after checking in the
     /// same transaction that the order is in `required_state`, the
-    /// idempotency key and the rate limit (resends only).
+    /// idempotency key and the rate limit (resends only). With `lease_ms`
+    /// the job is written leased to the caller, who carries it out, and its
+    /// id comes back with the request.
     async fn create_email_request(
         &self,
         request: &EmailRequest,
@@ -260,6 +263,7 @@ pub trait EmailRequestStore: Send + Sync {
         audit: &AuditEvent,
         idempotency: Option<&IdempotencyKey>,
         rate_limit: Option<RateLimit>,
+        lease_ms: Option<i64>,
     ) -> StoreResult<EmailRequestOutcome>;
     async fn get_email_request(&self, request_id: &str) -> StoreResult<Option<EmailRequest>>;
     async fn list_email_requests(&self, order_id: &str) -> StoreResult<Vec<EmailRequest>>;

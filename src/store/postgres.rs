@@ -556,26 +556,38 @@ async fn insert_email_request(
 /// A new email request, the job that sends it and its audit event, in one
 /// statement (one round trip where three inserts took three; this runs for
 /// every resend).
+/// One statement for the three rows; the job's id when it was inserted (a
+/// job leased at its writing is leased to `instance`, as in `insert_job`).
+#[allow(clippy::too_many_arguments)]
 async fn insert_email_request_job_and_audit(
     c: &mut PgConnection,
     account_id: &str,
     r: &EmailRequest,
     audit: &AuditEvent,
     now: i64,
-) -> StoreResult<()> {
+    lease_ms: Option<i64>,
+    instance: i32,
+) -> StoreResult<Option<i64>> {
     let job = NewJob::send_email(&r.id);
-    sqlx::query(
+    let (locked_until, locked_by, attempts) = match lease_ms {
+        Some(lease) => (Some(now + lease), Some(instance), 1),
+        None => (None, None, 0),
+    };
+    let job_id: Option<i64> = sqlx::query_scalar(
         "WITH request AS (
              INSERT INTO email_requests (id, account_id, order_id, kind, trigger, recipient,
                  state, error, requested_by, message_id, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          ), job AS (
-             INSERT INTO jobs (key, kind, payload, run_at, created_at)
-             VALUES ($13, $14, $15, $16, $16)
+             INSERT INTO jobs (key, kind, payload, run_at, attempts, locked_until, locked_by,
+                 created_at)
+             VALUES ($13, $14, $15, $16, $22, $23, $24, $16)
              ON CONFLICT (key) DO NOTHING
+             RETURNING id
          )
          INSERT INTO audit_events (account_id, actor, action, subject, detail, created_at)
-         VALUES ($17, $18, $19, $20, $21, $16)",
+         VALUES ($17, $18, $19, $20, $21, $16)
+         RETURNING (SELECT id FROM job)",
     )
     .bind(&r.id)
     .bind(account_id)
@@ -598,9 +610,12 @@ async fn insert_email_request_job_and_audit(
     .bind(&audit.action)
     .bind(&audit.subject)
     .bind(audit.detail.to_string())
-    .execute(c)
+    .bind(attempts)
+    .bind(locked_until)
+    .bind(locked_by)
+    .fetch_one(c)
     .await?;
-    Ok(())
+    Ok(job_id)
 }
 
 async fn delete_job(c: &mut PgConnection, job_id: i64) -> StoreResult<()> {
@@ -995,6 +1010,7 @@ impl EmailRequestStore for PgStore {
         audit: &AuditEvent,
         idempotency: Option<&IdempotencyKey>,
         rate_limit: Option<RateLimit>,
+        lease_ms: Option<i64>,
     ) -> StoreResult<EmailRequestOutcome> {
         let mut tx = self.pool.begin().await?;
         // The order's row lock puts requests for one order in a line: the
@@ -1064,9 +1080,21 @@ impl EmailRequestStore for PgStore {
                 return Ok(EmailRequestOutcome::Existing(existing));
             }
         }
-        insert_email_request_job_and_audit(&mut tx, &account_id, request, audit, now).await?;
+        let job_id = insert_email_request_job_and_audit(
+            &mut tx,
+            &account_id,
+            request,
+            audit,
+            now,
+            lease_ms,
+            self.instance,
+        )
+        .await?;
         tx.commit().await?;
-        Ok(EmailRequestOutcome::Created(request.clone()))
+        Ok(EmailRequestOutcome::Created(
+            request.clone(),
+            job_id.filter(|_| lease_ms.is_some()),
+        ))
     }
 
     async fn get_email_request(&self, request_id: &str) -> StoreResult<Option<EmailRequest>> {
@@ -2296,14 +2324,21 @@ mod tests {
             let event = audit(&order.account_id, "email.fulfillment.requested", &order.id);
             tasks.push(tokio::spawn(async move {
                 store
-                    .create_email_request(&request, OrderState::Issued, &event, None, Some(limit))
+                    .create_email_request(
+                        &request,
+                        OrderState::Issued,
+                        &event,
+                        None,
+                        Some(limit),
+                        None,
+                    )
                     .await
             }));
         }
         let (mut created, mut limited) = (0, 0);
         for t in tasks {
             match t.await.unwrap().unwrap() {
-                EmailRequestOutcome::Created(_) => created += 1,
+                EmailRequestOutcome::Created(..) => created += 1,
                 EmailRequestOutcome::RateLimited { retry_after_ms } => {
                     assert!(
                         (1..=3_600_000).contains(&retry_after_ms),
@@ -2336,6 +2371,7 @@ mod tests {
                 &audit(&order.account_id, "x", &order.id),
                 None,
                 None,
+                None,
             )
             .await
             .unwrap();
@@ -2352,6 +2388,7 @@ mod tests {
                 &stray,
                 OrderState::Issued,
                 &audit("a", "x", "y"),
+                None,
                 None,
                 None
             )
@@ -2375,14 +2412,21 @@ mod tests {
             let key = key.clone();
             tasks.push(tokio::spawn(async move {
                 store
-                    .create_email_request(&request, OrderState::Issued, &event, Some(&key), None)
+                    .create_email_request(
+                        &request,
+                        OrderState::Issued,
+                        &event,
+                        Some(&key),
+                        None,
+                        None,
+                    )
                     .await
             }));
         }
         let (mut created, mut existing) = (Vec::new(), Vec::new());
         for t in tasks {
             match t.await.unwrap().unwrap() {
-                EmailRequestOutcome::Created(r) => created.push(r.id),
+                EmailRequestOutcome::Created(r, _) => created.push(r.id),
                 EmailRequestOutcome::Existing(r) => existing.push(r.id),
                 other => panic!("{other:?}"),
             }
@@ -2581,10 +2625,11 @@ mod tests {
                     &audit(&order.account_id, "email.fulfillment.requested", &order.id),
                     None,
                     None,
+                    None,
                 )
                 .await
                 .unwrap();
-            assert!(matches!(outcome, EmailRequestOutcome::Created(_)));
+            assert!(matches!(outcome, EmailRequestOutcome::Created(..)));
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let listed: Vec<String> = store

@@ -790,6 +790,7 @@ impl EmailRequestStore for SqliteStore {
         audit: &AuditEvent,
         idempotency: Option<&IdempotencyKey>,
         rate_limit: Option<RateLimit>,
+        lease_ms: Option<i64>,
     ) -> StoreResult<EmailRequestOutcome> {
         let request = request.clone();
         let (audit, idempotency) = (audit.clone(), idempotency.cloned());
@@ -838,9 +839,17 @@ impl EmailRequestStore for SqliteStore {
                     claim_idempotency_key(c, &account_id, key, &request.id, now)?;
                 }
                 insert_email_request(c, &account_id, &request)?;
-                insert_job(c, &NewJob::send_email(&request.id), now)?;
+                let job = NewJob::send_email(&request.id);
+                let job = match lease_ms {
+                    Some(ms) => job.leased(ms),
+                    None => job,
+                };
+                let job_id = insert_job(c, &job, now)?;
                 insert_audit(c, &audit, now)?;
-                Ok(EmailRequestOutcome::Created(request))
+                Ok(EmailRequestOutcome::Created(
+                    request,
+                    job_id.filter(|_| lease_ms.is_some()),
+                ))
             })
             .await
     }

@@ -388,6 +388,79 @@ async fn a_burst_of_orders_is_each_issued_once_with_one_email() {
     assert_eq!(issued, ORDERS, "one issuance recorded per order");
 }
 
+#[tokio::test]
+async fn a_burst_of_resends_is_each_delivered_once_and_shown_sent() {
+    let smtp = SmtpServer::start();
+    let desk = Desk::start(
+        Some(&smtp),
+        &["--validation", "none", "--resend-limit-per-hour", "100"],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let name = "resends.example.com";
+    let (csr_pem, _) = csr(dir.path(), "ec:P-256", name, &format!("DNS:{name}"), &[]);
+    let (status, order, _) = desk
+        .api
+        .post(
+            "/api/v1/orders",
+            Some(&order_body(&csr_pem, "admin@example.com", None)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let id = order["id"].as_str().unwrap().to_string();
+    desk.wait_order_state(&id, "issued").await;
+    smtp.wait_for(1, |m| m.is_fulfillment()).await;
+    // More at once than the desk runs jobs at once: some are sent from the
+    // request, the rest wait in the queue for a worker.
+    const RESENDS: usize = 48;
+    let posts: Vec<_> = (0..RESENDS)
+        .map(|_| {
+            let (api, path) = (
+                desk.api.clone(),
+                format!("/api/v1/orders/{id}/fulfillment-email"),
+            );
+            tokio::spawn(async move { api.post(&path, None).await })
+        })
+        .collect();
+    let mut requests = Vec::new();
+    for p in posts {
+        let (status, accepted, _) = p.await.unwrap();
+        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+        assert!(
+            ["queued", "forwarded"].contains(&accepted["state"].as_str().unwrap()),
+            "{accepted}"
+        );
+        requests.push(accepted["request_id"].as_str().unwrap().to_string());
+    }
+    smtp.wait_for(RESENDS + 1, |m| m.is_fulfillment()).await;
+    // Nothing more arrives: no request was sent twice.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mails = smtp.messages();
+    for request in &requests {
+        let n = mails
+            .iter()
+            .filter(|m| m.message_id.contains(request.as_str()))
+            .count();
+        assert_eq!(n, 1, "request {request} delivered {n} times");
+    }
+    assert_eq!(
+        mails.iter().filter(|m| m.is_fulfillment()).count(),
+        RESENDS + 1
+    );
+    let o = desk
+        .wait_order(&id, |o| {
+            o["email_requests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["state"] == "sent")
+                .count()
+                == RESENDS + 1
+        })
+        .await;
+    assert_eq!(o["email_requests"].as_array().unwrap().len(), RESENDS + 1);
+}
+
 /// `field` of every order of the list `query` selects, following
 /// `next_cursor` to the last page.
 async fn all_pages(desk: &Desk, query: &str, field: &str) -> Vec<String> {
