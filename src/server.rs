@@ -88,6 +88,7 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         wake: Arc::new(Notify::new()),
         at_once: Arc::new(tokio::sync::Semaphore::new(worker::TASKS)),
         keys,
+        tokens: accounts::TokenCache::new(accounts::TOKEN_TTL),
     });
     builtin.set_notifier(Arc::new(worker::QueueNotifier {
         desk: Arc::downgrade(&desk),

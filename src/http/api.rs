@@ -20,7 +20,7 @@ use super::problem::Problem;
 use crate::domain::account::Actor;
 use crate::service::certificates::{CertificateQuery, ImportRequest};
 use crate::service::orders::{ListQuery, OrderInput};
-use crate::service::{accounts, orders, Desk, ServiceError};
+use crate::service::{orders, Desk, ServiceError};
 
 pub fn router(desk: Arc<Desk>) -> Router {
     Router::new()
@@ -77,9 +77,7 @@ impl FromRequestParts<Arc<Desk>> for ApiActor {
             })
             .map(str::trim)
             .ok_or(ServiceError::Unauthenticated)?;
-        Ok(ApiActor(
-            accounts::authenticate_token(desk.store.as_ref(), token).await?,
-        ))
+        Ok(ApiActor(desk.authenticate_token(token).await?))
     }
 }
 

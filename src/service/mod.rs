@@ -99,6 +99,8 @@ pub struct Desk {
     pub at_once: Arc<tokio::sync::Semaphore>,
     /// Seals the private keys of the certificate store.
     pub keys: Arc<crate::crypto::Keyring>,
+    /// Bearer tokens recently found valid.
+    pub tokens: accounts::TokenCache,
 }
 
 impl Desk {
