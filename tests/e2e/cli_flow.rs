@@ -111,17 +111,7 @@ async fn cli_orders_resends_and_cancels_like_the_api() {
     assert_eq!(mails.len(), 2, "the declined confirmation sent nothing");
     assert!(mails.iter().all(|m| m.to == "postmaster-team@example.com"));
 
-    let shown = desk
-        .wait_order(&id, |o| {
-            o["email_requests"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|r| r["state"] == "sent")
-                .count()
-                == 4
-        })
-        .await;
+    let shown = desk.wait_emails_sent(&id, 4).await;
     assert_eq!(shown["state"], "issued");
     let out = desk.cli(&["order", "show", &id]);
     let text = stdout(&out);

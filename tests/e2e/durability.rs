@@ -56,16 +56,7 @@ async fn a_resend_accepted_before_a_crash_is_delivered_exactly_once_after_restar
 
     smtp.resume();
     desk.restart().await;
-    desk.wait_order(&id, |o| {
-        o["email_requests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| r["state"] == "sent")
-            .count()
-            == 3
-    })
-    .await;
+    desk.wait_emails_sent(&id, 3).await;
     // Give a duplicate every chance to show up before counting.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let mails = smtp.messages();

@@ -447,17 +447,7 @@ async fn a_burst_of_resends_is_each_delivered_once_and_shown_sent() {
         mails.iter().filter(|m| m.is_fulfillment()).count(),
         RESENDS + 1
     );
-    let o = desk
-        .wait_order(&id, |o| {
-            o["email_requests"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|r| r["state"] == "sent")
-                .count()
-                == RESENDS + 1
-        })
-        .await;
+    let o = desk.wait_emails_sent(&id, RESENDS + 1).await;
     assert_eq!(o["email_requests"].as_array().unwrap().len(), RESENDS + 1);
 }
 

@@ -512,6 +512,20 @@ impl Desk {
         self.wait_order(id, |o| o["state"] == state).await
     }
 
+    /// The order once `n` of its email requests are sent.
+    pub async fn wait_emails_sent(&self, id: &str, n: usize) -> Value {
+        self.wait_order(id, |o| {
+            o["email_requests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["state"] == "sent")
+                .count()
+                == n
+        })
+        .await
+    }
+
     pub async fn wait_order(&self, id: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let end = Instant::now() + Duration::from_secs(30);
         loop {
