@@ -390,7 +390,7 @@ async fn a_burst_of_orders_is_each_issued_once_with_one_email() {
 
 #[tokio::test]
 async fn a_burst_of_resends_is_each_delivered_once_and_shown_sent() {
-    let smtp = SmtpServer::start();
+    let smtp = SmtpServer::start_pipelining();
     let desk = Desk::start(
         Some(&smtp),
         &["--validation", "none", "--resend-limit-per-hour", "100"],
@@ -449,6 +449,51 @@ async fn a_burst_of_resends_is_each_delivered_once_and_shown_sent() {
     );
     let o = desk.wait_emails_sent(&id, RESENDS + 1).await;
     assert_eq!(o["email_requests"].as_array().unwrap().len(), RESENDS + 1);
+}
+
+#[tokio::test]
+async fn a_mailbox_the_mail_server_refuses_shows_the_email_failed_with_its_reply_and_the_next_goes_out(
+) {
+    let (smtp, desk, csr_pem) = issuing_desk("refused.example.com").await;
+    let (status, order, _) = desk
+        .api
+        .post(
+            "/api/v1/orders",
+            Some(&order_body(&csr_pem, "refused@example.com", None)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let refused = order["id"].as_str().unwrap().to_string();
+    let o = desk
+        .wait_order(&refused, |o| o["email_requests"][0]["state"] == "failed")
+        .await;
+    // The certificate was issued; only its email could not be delivered,
+    // and the server's own words say why.
+    assert_eq!(o["state"], "issued", "{o}");
+    let error = o["email_requests"][0]["error"].as_str().unwrap();
+    assert!(error.contains("550"), "{error}");
+    assert!(error.contains("mailbox unavailable"), "{error}");
+
+    // The refused transaction left nothing behind to confuse the next one:
+    // its email goes out whole, to its own recipient.
+    let (status, order, _) = desk
+        .api
+        .post(
+            "/api/v1/orders",
+            Some(&order_body(&csr_pem, "admin@example.com", None)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let delivered = order["id"].as_str().unwrap().to_string();
+    desk.wait_emails_sent(&delivered, 1).await;
+    let mail = smtp.wait_for(1, |m| m.is_fulfillment()).await.remove(0);
+    assert_eq!(mail.to, "admin@example.com");
+    assert!(mail.text.contains(&delivered), "{}", mail.text);
+    assert_eq!(
+        smtp.messages().len(),
+        1,
+        "nothing reached the refused mailbox"
+    );
 }
 
 /// `field` of every order of the list `query` selects, following

@@ -43,17 +43,31 @@ pub struct SmtpServer {
     child: Option<Child>,
     pub port: u16,
     maildir: PathBuf,
+    pipelining: bool,
     _dir: tempfile::TempDir,
 }
 
 impl SmtpServer {
+    /// aiosmtpd as it comes: one command at a time.
     pub fn start() -> SmtpServer {
+        SmtpServer::start_with(false)
+    }
+
+    /// aiosmtpd offering PIPELINING, as production servers do, and
+    /// refusing the mailbox `refused@…` with a 550
+    /// (tests/e2e/pipelining_mailbox.py).
+    pub fn start_pipelining() -> SmtpServer {
+        SmtpServer::start_with(true)
+    }
+
+    fn start_with(pipelining: bool) -> SmtpServer {
         let dir = tempfile::tempdir().unwrap();
         let maildir = dir.path().join("mail");
         let mut s = SmtpServer {
             child: None,
             port: free_port(),
             maildir,
+            pipelining,
             _dir: dir,
         };
         s.resume();
@@ -63,11 +77,20 @@ impl SmtpServer {
     /// Starts (again) on the same port and Maildir.
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "SMTP server already running");
+        let handler = if self.pipelining {
+            "pipelining_mailbox.PipeliningMailbox"
+        } else {
+            "aiosmtpd.handlers.Mailbox"
+        };
         let child = Command::new("/usr/bin/python3")
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{}", self.port))
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .args(["-c", handler])
             .arg(&self.maildir)
+            .env(
+                "PYTHONPATH",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e"),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -785,9 +808,11 @@ pub fn public_key_of_key(key_path: &Path) -> Vec<u8> {
 }
 
 /// A desk that issues at once (validation off) and mails its own SMTP
-/// server, with a P-256 CSR for `name`: how most issuance tests start.
+/// server, with a P-256 CSR for `name`: how most issuance tests start. The
+/// server pipelines, as production ones do; `SmtpServer::start` elsewhere
+/// keeps the one-command-at-a-time path tested.
 pub async fn issuing_desk(name: &str) -> (SmtpServer, Desk, String) {
-    let smtp = SmtpServer::start();
+    let smtp = SmtpServer::start_pipelining();
     let desk = Desk::start(Some(&smtp), &["--validation", "none"]).await;
     let dir = tempfile::tempdir().unwrap();
     let (csr_pem, _) = csr(dir.path(), "ec:P-256", name, &format!("DNS:{name}"), &[]);
