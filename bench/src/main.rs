@@ -512,7 +512,7 @@ async fn all(opts: &Opts) -> Result<()> {
     let deep = certdesk::service::orders::encode_cursor(&seeded.deep_cursor);
     let domain = seed::customer_domain(7);
     // (name, query, orders expected on the page)
-    let per_domain = (sizes.orders / seed::CUSTOMERS) as usize;
+    let per_domain = seed::orders_of_customer(7, sizes.orders) as usize;
     let cases = [
         ("first page".to_string(), String::new(), 50),
         (

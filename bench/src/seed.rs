@@ -35,6 +35,12 @@ pub fn customer_domain(k: u64) -> String {
     format!("customer{k}.com")
 }
 
+/// How many of `count` seeded orders are for `customer_domain(k)`: order i
+/// goes to customer i % CUSTOMERS.
+pub fn orders_of_customer(k: u64, count: u64) -> u64 {
+    (count + CUSTOMERS - 1 - k) / CUSTOMERS
+}
+
 pub async fn seed(
     database: &crate::database::Database,
     data: &Path,
