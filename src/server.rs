@@ -89,6 +89,7 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         at_once: Arc::new(tokio::sync::Semaphore::new(worker::TASKS)),
         keys,
         tokens: accounts::TokenCache::new(accounts::TOKEN_TTL),
+        sessions: accounts::SessionCache::new(accounts::TOKEN_TTL),
     });
     builtin.set_notifier(Arc::new(worker::QueueNotifier {
         desk: Arc::downgrade(&desk),

@@ -289,11 +289,7 @@ pub async fn logout(
         return r.into_response();
     }
     if let Some(token) = session::cookie(&headers, SESSION_COOKIE) {
-        let _ = st
-            .desk
-            .store
-            .delete_session(&sha256(token.as_bytes()))
-            .await;
+        let _ = st.desk.end_session(&token).await;
     }
     let clear = session::set_cookie(SESSION_COOKIE, "", 0, st.secure_cookies);
     (

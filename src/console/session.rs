@@ -16,7 +16,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::ConsoleState;
-use crate::crypto::sha256;
 use crate::domain::account::Actor;
 use crate::i18n::Lang;
 
@@ -141,12 +140,7 @@ impl FromRequestParts<ConsoleState> for ConsoleUser {
         let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else {
             return Err(to_login());
         };
-        match state
-            .desk
-            .store
-            .find_session(&sha256(token.as_bytes()))
-            .await
-        {
+        match state.desk.find_session(&token).await {
             Ok(Some(s)) => Ok(ConsoleUser {
                 actor: Actor::from(s.user),
                 csrf: s.csrf_token,

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use super::*;
 use crate::crypto::{random_token, sha256};
 use crate::domain::account::{Account, Role, User};
-use crate::store::Store;
+use crate::store::{Session, Store};
 
 /// Tokens carry a prefix so a leaked one is easy to recognise in logs and
 /// by secret scanners.
@@ -66,42 +66,58 @@ pub fn new_api_token() -> String {
 pub const TOKEN_TTL: Duration = Duration::from_secs(1);
 const MAX_CACHED_TOKENS: usize = 4096;
 
-/// Bearer tokens recently found valid, by their SHA-256 (never the token),
-/// each with its user, for [`TOKEN_TTL`]. Looking the token up was one of the
-/// three queries of every page the API lists (with the page and its email
-/// column): on PostgreSQL, sharing two cores with the desk, the first page
-/// went from 1,426–1,538 to 2,083–2,123 requests/s with it (p50 9.5–10.1 →
-/// 6.7–6.8 ms; docs/PERFORMANCE.md). Only successes are kept, so a new
-/// token works at once and a wrong one is checked every time. The desk has
-/// no way yet to revoke a token or remove a user; the one that comes must
-/// drop the entry here too, and other desks on the same database honour the
-/// change within [`TOKEN_TTL`].
-pub struct TokenCache {
+/// Credentials recently found valid, by their SHA-256 (never the secret),
+/// each with what it stands for, for a short time: bearer tokens with their
+/// user ([`TokenCache`]), console sessions with their user and CSRF token
+/// ([`SessionCache`]). Looking the credential up was one of the three
+/// queries of every listed page (with the page and its email column): on
+/// PostgreSQL, sharing two cores with the desk, the API's first page went
+/// from 1,426–1,538 to 2,083–2,123 requests/s with it (p50 9.5–10.1 → 6.7–6.8
+/// ms; docs/PERFORMANCE.md). Only successes are kept, so a new credential
+/// works at once and a wrong one is checked every time. What ends a
+/// credential on this desk drops its entry (signing out does); other desks
+/// on the same database honour the change within [`TOKEN_TTL`]. The desk
+/// has no way yet to revoke a token or remove a user; the one that comes
+/// must drop the entry too.
+pub struct CredentialCache<V> {
     ttl: Duration,
-    valid: Mutex<HashMap<[u8; 32], (Actor, Instant)>>,
+    valid: Mutex<Entries<V>>,
 }
 
-impl TokenCache {
-    pub fn new(ttl: Duration) -> TokenCache {
-        TokenCache {
+/// By SHA-256: what the credential stands for and when it was found valid;
+/// None when it ended here a moment ago, not to be put back before the TTL
+/// has passed by a request that read it just before it ended.
+type Entries<V> = HashMap<[u8; 32], (Option<V>, Instant)>;
+
+pub type TokenCache = CredentialCache<Actor>;
+pub type SessionCache = CredentialCache<Session>;
+
+impl<V: Clone> CredentialCache<V> {
+    pub fn new(ttl: Duration) -> CredentialCache<V> {
+        CredentialCache {
             ttl,
             valid: Mutex::default(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (Actor, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries<V>> {
         // A panic while holding it leaves entries that are each still sound.
         self.valid.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn get(&self, hash: &[u8; 32]) -> Option<Actor> {
+    fn get(&self, hash: &[u8; 32]) -> Option<V> {
         let valid = self.lock();
-        let (actor, at) = valid.get(hash)?;
-        (at.elapsed() < self.ttl).then(|| actor.clone())
+        let (value, at) = valid.get(hash)?;
+        (at.elapsed() < self.ttl).then(|| value.clone())?
     }
 
-    fn put(&self, hash: [u8; 32], actor: Actor) {
+    fn put(&self, hash: [u8; 32], value: V) {
         let mut valid = self.lock();
+        if let Some((None, at)) = valid.get(&hash) {
+            if at.elapsed() < self.ttl {
+                return;
+            }
+        }
         if valid.len() >= MAX_CACHED_TOKENS {
             let ttl = self.ttl;
             valid.retain(|_, (_, at)| at.elapsed() < ttl);
@@ -109,7 +125,12 @@ impl TokenCache {
                 valid.clear();
             }
         }
-        valid.insert(hash, (actor, Instant::now()));
+        valid.insert(hash, (Some(value), Instant::now()));
+    }
+
+    /// Drops the entry, and keeps it from being put back for the TTL.
+    fn forget(&self, hash: &[u8; 32]) {
+        self.lock().insert(*hash, (None, Instant::now()));
     }
 }
 
@@ -132,6 +153,33 @@ impl Desk {
             .ok_or(ServiceError::Unauthenticated)?;
         self.tokens.put(hash, actor.clone());
         Ok(actor)
+    }
+
+    /// The console session behind a session cookie's token, if it is valid
+    /// and not expired.
+    pub async fn find_session(&self, token: &str) -> ServiceResult<Option<Session>> {
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(session) = self.sessions.get(&hash) {
+            if session.expires_at > time::OffsetDateTime::now_utc() {
+                return Ok(Some(session));
+            }
+        }
+        let Some(session) = self.store.find_session(&hash).await? else {
+            return Ok(None);
+        };
+        self.sessions.put(hash, session.clone());
+        Ok(Some(session))
+    }
+
+    /// Signs a console session out: from this desk's memory, then from the
+    /// database. Forgotten again once the delete is done, so a request that
+    /// read the session just before cannot put it back for long.
+    pub async fn end_session(&self, token: &str) -> ServiceResult<()> {
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.sessions.forget(&hash);
+        let deleted = self.store.delete_session(&hash).await;
+        self.sessions.forget(&hash);
+        Ok(deleted?)
     }
 }
 
@@ -275,5 +323,20 @@ mod tests {
             cache.put(hash, actor("u"));
         }
         assert!(cache.lock().len() <= MAX_CACHED_TOKENS);
+    }
+
+    #[test]
+    fn a_credential_ended_here_is_not_put_back_until_its_time_is_up() {
+        let cache = TokenCache::new(Duration::from_millis(50));
+        let hash = [9u8; 32];
+        cache.put(hash, actor("u"));
+        cache.forget(&hash);
+        assert!(cache.get(&hash).is_none(), "gone at once");
+        // A request that read it just before it ended comes back with it.
+        cache.put(hash, actor("u"));
+        assert!(cache.get(&hash).is_none(), "not put back");
+        std::thread::sleep(Duration::from_millis(60));
+        cache.put(hash, actor("u"));
+        assert!(cache.get(&hash).is_some(), "a fresh look-up counts again");
     }
 }

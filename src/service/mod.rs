@@ -101,6 +101,8 @@ pub struct Desk {
     pub keys: Arc<crate::crypto::Keyring>,
     /// Bearer tokens recently found valid.
     pub tokens: accounts::TokenCache,
+    /// Console sessions recently found valid.
+    pub sessions: accounts::SessionCache,
 }
 
 impl Desk {
