@@ -1130,11 +1130,18 @@ impl EmailRequestStore for PgStore {
         if order_ids.is_empty() {
             return Ok(vec![]);
         }
+        // One backward index seek per order, taking its newest request
+        // (the newer id when two share a timestamp). Keeping the rows whose
+        // created_at equals their order's MAX read every request of every
+        // order on the page and ran the MAX for each: 20.6 ms against
+        // 0.4 ms for 50 orders resent 50 times each (EXPLAIN ANALYZE).
         sqlx::query(&format!(
-            "SELECT {EMAIL_COLUMNS} FROM email_requests e
-             WHERE e.kind = $1 AND e.order_id = ANY($2)
-               AND e.created_at = (SELECT MAX(created_at) FROM email_requests
-                                   WHERE order_id = e.order_id AND kind = e.kind)"
+            "SELECT e.* FROM unnest($2::text[]) AS o(wanted)
+             CROSS JOIN LATERAL (
+                 SELECT {EMAIL_COLUMNS} FROM email_requests
+                 WHERE order_id = o.wanted AND kind = $1
+                 ORDER BY created_at DESC, id DESC LIMIT 1
+             ) e"
         ))
         .bind(kind.as_str())
         .bind(order_ids)
