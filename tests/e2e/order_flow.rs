@@ -399,15 +399,7 @@ async fn a_burst_of_resends_is_each_delivered_once_and_shown_sent() {
     let dir = tempfile::tempdir().unwrap();
     let name = "resends.example.com";
     let (csr_pem, _) = csr(dir.path(), "ec:P-256", name, &format!("DNS:{name}"), &[]);
-    let (status, order, _) = desk
-        .api
-        .post(
-            "/api/v1/orders",
-            Some(&order_body(&csr_pem, "admin@example.com", None)),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{order}");
-    let id = order["id"].as_str().unwrap().to_string();
+    let id = desk.place_order(&csr_pem, "admin@example.com").await;
     desk.wait_order_state(&id, "issued").await;
     smtp.wait_for(1, |m| m.is_fulfillment()).await;
     // More at once than the desk runs jobs at once: some are sent from the
@@ -455,15 +447,7 @@ async fn a_burst_of_resends_is_each_delivered_once_and_shown_sent() {
 async fn a_mailbox_the_mail_server_refuses_shows_the_email_failed_with_its_reply_and_the_next_goes_out(
 ) {
     let (smtp, desk, csr_pem) = issuing_desk("refused.example.com").await;
-    let (status, order, _) = desk
-        .api
-        .post(
-            "/api/v1/orders",
-            Some(&order_body(&csr_pem, "refused@example.com", None)),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{order}");
-    let refused = order["id"].as_str().unwrap().to_string();
+    let refused = desk.place_order(&csr_pem, "refused@example.com").await;
     let o = desk
         .wait_order(&refused, |o| o["email_requests"][0]["state"] == "failed")
         .await;
@@ -476,15 +460,7 @@ async fn a_mailbox_the_mail_server_refuses_shows_the_email_failed_with_its_reply
 
     // The refused transaction left nothing behind to confuse the next one:
     // its email goes out whole, to its own recipient.
-    let (status, order, _) = desk
-        .api
-        .post(
-            "/api/v1/orders",
-            Some(&order_body(&csr_pem, "admin@example.com", None)),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{order}");
-    let delivered = order["id"].as_str().unwrap().to_string();
+    let delivered = desk.place_order(&csr_pem, "admin@example.com").await;
     desk.wait_emails_sent(&delivered, 1).await;
     let mail = smtp.wait_for(1, |m| m.is_fulfillment()).await.remove(0);
     assert_eq!(mail.to, "admin@example.com");

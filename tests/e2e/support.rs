@@ -549,6 +549,17 @@ impl Desk {
         .await
     }
 
+    /// Places an order for `csr_pem` with `admin` as its administrator and
+    /// no approver, and returns its id.
+    pub async fn place_order(&self, csr_pem: &str, admin: &str) -> String {
+        let (status, order, _) = self
+            .api
+            .post("/api/v1/orders", Some(&order_body(csr_pem, admin, None)))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{order}");
+        order["id"].as_str().unwrap().to_string()
+    }
+
     pub async fn wait_order(&self, id: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let end = Instant::now() + Duration::from_secs(30);
         loop {
