@@ -88,8 +88,8 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         wake: Arc::new(Notify::new()),
         at_once: Arc::new(tokio::sync::Semaphore::new(worker::TASKS)),
         keys,
-        tokens: accounts::TokenCache::new(accounts::TOKEN_TTL),
-        sessions: accounts::SessionCache::new(accounts::TOKEN_TTL),
+        tokens: accounts::TokenCache::new(accounts::CREDENTIAL_TTL),
+        sessions: accounts::SessionCache::new(accounts::CREDENTIAL_TTL),
     });
     builtin.set_notifier(Arc::new(worker::QueueNotifier {
         desk: Arc::downgrade(&desk),

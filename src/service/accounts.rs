@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::*;
-use crate::crypto::{random_token, sha256};
+use crate::crypto::random_token;
 use crate::domain::account::{Account, Role, User};
 use crate::store::{Session, Store};
 
@@ -61,10 +61,17 @@ pub fn new_api_token() -> String {
     format!("{TOKEN_PREFIX}{}", random_token(32))
 }
 
-/// How long a bearer token found valid is taken at its word without asking
-/// the database again.
-pub const TOKEN_TTL: Duration = Duration::from_secs(1);
-const MAX_CACHED_TOKENS: usize = 4096;
+/// How long a credential found valid (a bearer token, a console session) is
+/// taken at its word without asking the database again.
+pub const CREDENTIAL_TTL: Duration = Duration::from_secs(1);
+const MAX_CACHED: usize = 4096;
+
+/// How a credential is known to the database and to the caches: its SHA-256.
+/// Tokens and session tokens are 256-bit random values, so a slow hash adds
+/// nothing.
+fn credential_hash(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
 
 /// Credentials recently found valid, by their SHA-256 (never the secret),
 /// each with what it stands for, for a short time: bearer tokens with their
@@ -76,7 +83,7 @@ const MAX_CACHED_TOKENS: usize = 4096;
 /// ms; docs/PERFORMANCE.md). Only successes are kept, so a new credential
 /// works at once and a wrong one is checked every time. What ends a
 /// credential on this desk drops its entry (signing out does); other desks
-/// on the same database honour the change within [`TOKEN_TTL`]. The desk
+/// on the same database honour the change within [`CREDENTIAL_TTL`]. The desk
 /// has no way yet to revoke a token or remove a user; the one that comes
 /// must drop the entry too.
 pub struct CredentialCache<V> {
@@ -118,10 +125,10 @@ impl<V: Clone> CredentialCache<V> {
                 return;
             }
         }
-        if valid.len() >= MAX_CACHED_TOKENS {
+        if valid.len() >= MAX_CACHED {
             let ttl = self.ttl;
             valid.retain(|_, (_, at)| at.elapsed() < ttl);
-            if valid.len() >= MAX_CACHED_TOKENS {
+            if valid.len() >= MAX_CACHED {
                 valid.clear();
             }
         }
@@ -135,13 +142,12 @@ impl<V: Clone> CredentialCache<V> {
 }
 
 impl Desk {
-    /// The user behind a bearer token. Tokens are stored as SHA-256 hashes:
-    /// they are 256-bit random values, so a slow hash adds nothing.
+    /// The user behind a bearer token.
     pub async fn authenticate_token(&self, token: &str) -> ServiceResult<Actor> {
         if !token.starts_with(TOKEN_PREFIX) {
             return Err(ServiceError::Unauthenticated);
         }
-        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let hash = credential_hash(token);
         if let Some(actor) = self.tokens.get(&hash) {
             return Ok(actor);
         }
@@ -158,7 +164,7 @@ impl Desk {
     /// The console session behind a session cookie's token, if it is valid
     /// and not expired.
     pub async fn find_session(&self, token: &str) -> ServiceResult<Option<Session>> {
-        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let hash = credential_hash(token);
         if let Some(session) = self.sessions.get(&hash) {
             if session.expires_at > time::OffsetDateTime::now_utc() {
                 return Ok(Some(session));
@@ -175,7 +181,7 @@ impl Desk {
     /// database. Forgotten again once the delete is done, so a request that
     /// read the session just before cannot put it back for long.
     pub async fn end_session(&self, token: &str) -> ServiceResult<()> {
-        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let hash = credential_hash(token);
         self.sessions.forget(&hash);
         let deleted = self.store.delete_session(&hash).await;
         self.sessions.forget(&hash);
@@ -212,7 +218,7 @@ pub async fn bootstrap(
         .await?;
     let token = new_api_token();
     store
-        .create_token(&user.id, &sha256(token.as_bytes()))
+        .create_token(&user.id, &credential_hash(&token))
         .await?;
     Ok(Some(FirstAdmin {
         email: admin_email.clone(),
@@ -267,7 +273,7 @@ pub async fn create_token(store: &dyn Store, email: &str) -> ServiceResult<Strin
         .ok_or(ServiceError::NotFound("user"))?;
     let token = new_api_token();
     store
-        .create_token(&user.id, &sha256(token.as_bytes()))
+        .create_token(&user.id, &credential_hash(&token))
         .await?;
     Ok(token)
 }
@@ -317,12 +323,12 @@ mod tests {
     #[test]
     fn the_token_cache_stays_bounded() {
         let cache = TokenCache::new(Duration::from_secs(60));
-        for i in 0..(MAX_CACHED_TOKENS + 10) {
+        for i in 0..(MAX_CACHED + 10) {
             let mut hash = [0u8; 32];
             hash[..8].copy_from_slice(&(i as u64).to_le_bytes());
             cache.put(hash, actor("u"));
         }
-        assert!(cache.lock().len() <= MAX_CACHED_TOKENS);
+        assert!(cache.lock().len() <= MAX_CACHED);
     }
 
     #[test]

@@ -555,9 +555,8 @@ async fn insert_email_request(
 
 /// A new email request, the job that sends it and its audit event, in one
 /// statement (one round trip where three inserts took three; this runs for
-/// every resend).
-/// One statement for the three rows; the job's id when it was inserted (a
-/// job leased at its writing is leased to `instance`, as in `insert_job`).
+/// every resend). Returns the job's id when it was inserted; a job leased at
+/// its writing is leased to `instance`, as in `insert_job`.
 #[allow(clippy::too_many_arguments)]
 async fn insert_email_request_job_and_audit(
     c: &mut PgConnection,
