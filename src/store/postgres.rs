@@ -1149,10 +1149,12 @@ impl EmailRequestStore for PgStore {
             return Ok(vec![]);
         }
         // One backward index seek per order, taking its newest request
-        // (the newer id when two share a timestamp). Keeping the rows whose
-        // created_at equals their order's MAX read every request of every
-        // order on the page and ran the MAX for each: 20.6 ms against
-        // 0.4 ms for 50 orders resent 50 times each (EXPLAIN ANALYZE).
+        // (the newer id when two share a timestamp; the index ends with the
+        // id, so the first row found is the one, with no sort). Keeping the
+        // rows whose created_at equals their order's MAX read every request
+        // of every order on the page and ran the MAX for each: 20.6 ms
+        // against 0.4 ms for 50 orders resent 50 times each (EXPLAIN
+        // ANALYZE).
         sqlx::query(&format!(
             "SELECT e.* FROM unnest($2::text[]) AS o(wanted)
              CROSS JOIN LATERAL (
