@@ -81,8 +81,8 @@ const RELAXED_POOL_SIZE: u32 = 4;
 /// stretch every read; a commit mostly waits for its WAL flush, and many in
 /// flight are flushed together. With reads and commits on the one pool of 10,
 /// 16 clients listing orders got p99 9.2–10.7 ms where 4 connections for
-/// reads give 7.0–8.2 ms (p50 about the same), and resends were accepted
-/// no slower (docs/PERFORMANCE.md, 2026-12-01).
+/// reads give 7.3–8.7 ms (p50 about the same), and resends were accepted
+/// as fast (docs/PERFORMANCE.md, 2026-12-01).
 const READ_POOL_SIZE: u32 = 4;
 
 /// First key of the advisory locks that say "this desk is alive"; the
