@@ -572,70 +572,6 @@ async fn insert_email_request(
     Ok(())
 }
 
-/// A new email request, the job that sends it and its audit event, in one
-/// statement (one round trip where three inserts took three; this runs for
-/// every resend). Returns the job's id when it was inserted; a job leased at
-/// its writing is leased to `instance`, as in `insert_job`.
-#[allow(clippy::too_many_arguments)]
-async fn insert_email_request_job_and_audit(
-    c: &mut PgConnection,
-    account_id: &str,
-    r: &EmailRequest,
-    audit: &AuditEvent,
-    now: i64,
-    lease_ms: Option<i64>,
-    instance: i32,
-) -> StoreResult<Option<i64>> {
-    let job = NewJob::send_email(&r.id);
-    let (locked_until, locked_by, attempts) = match lease_ms {
-        Some(lease) => (Some(now + lease), Some(instance), 1),
-        None => (None, None, 0),
-    };
-    let job_id: Option<i64> = sqlx::query_scalar(
-        "WITH request AS (
-             INSERT INTO email_requests (id, account_id, order_id, kind, trigger, recipient,
-                 state, error, requested_by, message_id, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-         ), job AS (
-             INSERT INTO jobs (key, kind, payload, run_at, attempts, locked_until, locked_by,
-                 created_at)
-             VALUES ($13, $14, $15, $16, $22, $23, $24, $16)
-             ON CONFLICT (key) DO NOTHING
-             RETURNING id
-         )
-         INSERT INTO audit_events (account_id, actor, action, subject, detail, created_at)
-         VALUES ($17, $18, $19, $20, $21, $16)
-         RETURNING (SELECT id FROM job)",
-    )
-    .bind(&r.id)
-    .bind(account_id)
-    .bind(&r.order_id)
-    .bind(r.kind.as_str())
-    .bind(r.trigger.as_str())
-    .bind(r.recipient.as_str())
-    .bind(r.state.as_str())
-    .bind(&r.error)
-    .bind(&r.requested_by)
-    .bind(&r.message_id)
-    .bind(to_ms(r.created_at))
-    .bind(to_ms(r.updated_at))
-    .bind(&job.key)
-    .bind(job.kind.as_str())
-    .bind(&job.target)
-    .bind(now)
-    .bind(&audit.account_id)
-    .bind(&audit.actor)
-    .bind(&audit.action)
-    .bind(&audit.subject)
-    .bind(audit.detail.to_string())
-    .bind(attempts)
-    .bind(locked_until)
-    .bind(locked_by)
-    .fetch_one(c)
-    .await?;
-    Ok(job_id)
-}
-
 async fn delete_job(c: &mut PgConnection, job_id: i64) -> StoreResult<()> {
     sqlx::query("DELETE FROM jobs WHERE id = $1")
         .bind(job_id)
@@ -1030,89 +966,79 @@ impl EmailRequestStore for PgStore {
         rate_limit: Option<RateLimit>,
         lease_ms: Option<i64>,
     ) -> StoreResult<EmailRequestOutcome> {
-        let mut tx = self.pool.begin().await?;
-        // The order's row lock puts requests for one order in a line: the
-        // state, key and rate-limit checks below see every request committed
-        // before this one, as SQLite's single writer guarantees there.
-        let row = sqlx::query("SELECT account_id, state FROM orders WHERE id = $1 FOR UPDATE")
-            .bind(&request.order_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(missing)?;
-        let account_id: String = row.try_get(0)?;
-        let state: String = row.try_get(1)?;
-        let current = OrderState::parse(&state).ok_or_else(|| corrupt("order state", &state))?;
+        // One round trip: the checks and the writes run in the server, in
+        // request_email (migration 0003), whose comments say why and how
+        // it keeps the order's requests in line.
         let now = now_ms();
-        // A used key gives the first answer. The key is recorded only with a
-        // request it points to: a refusal (wrong state, rate limit) leaves it
-        // free, and a retry gets the refusal again.
-        if let Some(key) = idempotency {
-            let existing: Option<String> = sqlx::query_scalar(
-                "SELECT resource_id FROM idempotency_keys
-                 WHERE account_id = $1 AND scope = $2 AND key = $3",
-            )
-            .bind(&account_id)
-            .bind(key.scope)
-            .bind(&key.key)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(existing) = existing {
-                let existing = existing_email_request(&mut tx, existing).await?;
-                tx.commit().await?;
-                return Ok(EmailRequestOutcome::Existing(existing));
-            }
-        }
-        if current != required_state {
-            tx.commit().await?;
-            return Ok(EmailRequestOutcome::WrongState(current));
-        }
-        if let Some(limit) = rate_limit {
-            let since = now - limit.window_ms;
-            let times: Vec<i64> = sqlx::query_scalar(
-                "SELECT created_at FROM email_requests
-                 WHERE order_id = $1 AND kind = $2 AND trigger = 'resend' AND created_at > $3
-                 ORDER BY created_at",
-            )
-            .bind(&request.order_id)
-            .bind(request.kind.as_str())
-            .bind(since)
-            .fetch_all(&mut *tx)
-            .await?;
-            if times.len() as u32 >= limit.max {
-                // The window frees a slot when its oldest request ages out.
-                let oldest = times[times.len() - limit.max as usize];
-                tx.commit().await?;
-                return Ok(EmailRequestOutcome::RateLimited {
-                    retry_after_ms: (oldest + limit.window_ms - now).max(1),
-                });
-            }
-        }
-        if let Some(key) = idempotency {
-            // The same key used at once for another order: the first to
-            // commit wins, and this one answers with its request.
-            if let Some(existing) =
-                claim_idempotency_key(&mut tx, &account_id, key, &request.id, now).await?
-            {
-                let existing = existing_email_request(&mut tx, existing).await?;
-                tx.rollback().await?;
-                return Ok(EmailRequestOutcome::Existing(existing));
-            }
-        }
-        let job_id = insert_email_request_job_and_audit(
-            &mut tx,
-            &account_id,
-            request,
-            audit,
-            now,
-            lease_ms,
-            self.instance,
+        let job = NewJob::send_email(&request.id);
+        let (locked_until, locked_by, attempts) = match lease_ms {
+            Some(lease) => (Some(now + lease), Some(self.instance), 1),
+            None => (None, None, 0),
+        };
+        // A limit beyond i32 is no limit anyone reaches in an hour.
+        let limit_max = rate_limit.map(|l| i32::try_from(l.max).unwrap_or(i32::MAX));
+        let row = sqlx::query(
+            "SELECT outcome, found_id, oldest, new_job_id FROM request_email(
+                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                 $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)",
         )
+        .bind(&request.id)
+        .bind(&request.order_id)
+        .bind(request.kind.as_str())
+        .bind(request.trigger.as_str())
+        .bind(request.recipient.as_str())
+        .bind(request.state.as_str())
+        .bind(&request.error)
+        .bind(&request.requested_by)
+        .bind(&request.message_id)
+        .bind(to_ms(request.created_at))
+        .bind(to_ms(request.updated_at))
+        .bind(required_state.as_str())
+        .bind(idempotency.map(|k| k.scope))
+        .bind(idempotency.map(|k| k.key.as_str()))
+        .bind(limit_max)
+        .bind(rate_limit.map(|l| now - l.window_ms))
+        .bind(&job.key)
+        .bind(job.kind.as_str())
+        .bind(&job.target)
+        .bind(now)
+        .bind(attempts)
+        .bind(locked_until)
+        .bind(locked_by)
+        .bind(&audit.account_id)
+        .bind(&audit.actor)
+        .bind(&audit.action)
+        .bind(&audit.subject)
+        .bind(audit.detail.to_string())
+        .fetch_one(&self.pool)
         .await?;
-        tx.commit().await?;
-        Ok(EmailRequestOutcome::Created(
-            request.clone(),
-            job_id.filter(|_| lease_ms.is_some()),
-        ))
+        let outcome: String = row.try_get(0)?;
+        let found_id: Option<String> = row.try_get(1)?;
+        let oldest: Option<i64> = row.try_get(2)?;
+        let job_id: Option<i64> = row.try_get(3)?;
+        match (outcome.as_str(), found_id, oldest) {
+            ("created", _, _) => Ok(EmailRequestOutcome::Created(
+                request.clone(),
+                job_id.filter(|_| lease_ms.is_some()),
+            )),
+            ("existing", Some(id), _) => {
+                let mut c = self.reads.acquire().await?;
+                Ok(EmailRequestOutcome::Existing(
+                    existing_email_request(&mut c, id).await?,
+                ))
+            }
+            ("wrong_state", Some(state), _) => Ok(EmailRequestOutcome::WrongState(
+                OrderState::parse(&state).ok_or_else(|| corrupt("order state", &state))?,
+            )),
+            ("rate_limited", _, Some(oldest)) => {
+                let window_ms = rate_limit.map_or(0, |l| l.window_ms);
+                Ok(EmailRequestOutcome::RateLimited {
+                    retry_after_ms: (oldest + window_ms - now).max(1),
+                })
+            }
+            ("missing", _, _) => Err(missing()),
+            (other, _, _) => Err(corrupt("request_email outcome", other)),
+        }
     }
 
     async fn get_email_request(&self, request_id: &str) -> StoreResult<Option<EmailRequest>> {
