@@ -390,16 +390,7 @@ pub async fn deliver_requested(desk: &Desk, request: EmailRequest, order: &Order
 }
 
 async fn send_email(desk: &Desk, job: &Job) -> Result<Outcome, StoreError> {
-    let Some(request) = desk.store.get_email_request(&job.target).await? else {
-        return Ok(Outcome::Done);
-    };
-    if matches!(
-        request.state,
-        EmailRequestState::Sent | EmailRequestState::Failed
-    ) {
-        return Ok(Outcome::Done);
-    }
-    let Some(order) = desk.store.get_order_for_system(&request.order_id).await? else {
+    let Some((request, order)) = desk.store.forward_email_request(&job.target).await? else {
         return Ok(Outcome::Done);
     };
     deliver(desk, job, request, &order).await

@@ -282,6 +282,14 @@ pub trait EmailRequestStore: Send + Sync {
         state: EmailRequestState,
         error: Option<&str>,
     ) -> StoreResult<()>;
+    /// For the worker that claimed a queued email: the request, marked
+    /// forwarded (a passing state, as in `set_email_request_state`), with
+    /// its order. `None`, and nothing changes, when the request is gone or
+    /// already sent or failed.
+    async fn forward_email_request(
+        &self,
+        request_id: &str,
+    ) -> StoreResult<Option<(EmailRequest, Order)>>;
     /// Final state and the job's removal in one commit.
     async fn finish_email_request(
         &self,

@@ -935,6 +935,55 @@ impl EmailRequestStore for SqliteStore {
         Ok(())
     }
 
+    async fn forward_email_request(
+        &self,
+        request_id: &str,
+    ) -> StoreResult<Option<(EmailRequest, Order)>> {
+        // Both reads on one read connection; the writer only when the state
+        // changes (a retried send is already forwarded).
+        let id = request_id.to_string();
+        let found = self
+            .db
+            .read(move |c| {
+                let request = one(
+                    c,
+                    &format!("SELECT {EMAIL_COLUMNS} FROM email_requests WHERE id = ?"),
+                    [id],
+                    email_request_from_row,
+                )?;
+                let Some(request) = request else {
+                    return Ok::<_, StoreError>(None);
+                };
+                if matches!(
+                    request.state,
+                    EmailRequestState::Sent | EmailRequestState::Failed
+                ) {
+                    return Ok(None);
+                }
+                let order = one(
+                    c,
+                    &format!("SELECT {ORDER_COLUMNS} FROM orders o WHERE o.id = ?"),
+                    [&request.order_id],
+                    order_from_row,
+                )?;
+                Ok(order.map(|o| (request, o)))
+            })
+            .await?;
+        let Some((mut request, order)) = found else {
+            return Ok(None);
+        };
+        if request.state != EmailRequestState::Forwarded {
+            self.set_email_request_state(
+                &request.id,
+                EmailRequestState::Forwarded,
+                request.error.as_deref(),
+            )
+            .await?;
+            request.state = EmailRequestState::Forwarded;
+        }
+        Ok(Some((request, order)))
+    }
+
     async fn finish_email_request(
         &self,
         request_id: &str,
@@ -1537,6 +1586,74 @@ mod tests {
             .await
             .unwrap()
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_queued_email_taken_by_a_worker_is_forwarded_and_comes_with_its_order() {
+        let (_dir, store, order) = store_with_order().await;
+        let submit = store.claim(60_000).await.unwrap().expect("the submit job");
+        let mut update = issued(&order, submit.id, OrderState::Submitted);
+        let now = OffsetDateTime::now_utc();
+        let request = EmailRequest {
+            message_id: "<r-1@desk.test>".into(),
+            id: "r-1".into(),
+            order_id: order.id.clone(),
+            kind: EmailKind::Fulfillment,
+            trigger: EmailTrigger::Initial,
+            recipient: order.admin_email.clone(),
+            state: EmailRequestState::Queued,
+            error: None,
+            requested_by: None,
+            created_at: now,
+            updated_at: now,
+        };
+        update.new_email = Some(request.clone());
+        update.jobs = vec![NewJob::send_email(&request.id)];
+        store.update_order(&update).await.unwrap().expect("applied");
+        // A send that failed for a moment keeps its reason until it is sent.
+        store
+            .set_email_request_state("r-1", EmailRequestState::Queued, Some("will retry"))
+            .await
+            .unwrap();
+
+        let (r, o) = store
+            .forward_email_request("r-1")
+            .await
+            .unwrap()
+            .expect("a queued request");
+        assert_eq!(
+            (r.state, r.error.as_deref(), o.id.as_str(), o.state),
+            (
+                EmailRequestState::Forwarded,
+                Some("will retry"),
+                order.id.as_str(),
+                OrderState::Issued
+            )
+        );
+        let stored = store.get_email_request("r-1").await.unwrap().unwrap();
+        assert_eq!(stored.state, EmailRequestState::Forwarded);
+        // Forwarded already (a retry after a crash): taken again.
+        assert!(store.forward_email_request("r-1").await.unwrap().is_some());
+
+        let job = store.claim(60_000).await.unwrap().expect("the send job");
+        let sent = AuditEvent {
+            account_id: Some(order.account_id.clone()),
+            actor: "test".into(),
+            action: "email.fulfillment.sent".into(),
+            subject: order.id.clone(),
+            detail: serde_json::json!({}),
+        };
+        store
+            .finish_email_request("r-1", EmailRequestState::Sent, None, job.id, &sent)
+            .await
+            .unwrap();
+        assert!(
+            store.forward_email_request("r-1").await.unwrap().is_none(),
+            "a sent email is not sent again"
+        );
+        let stored = store.get_email_request("r-1").await.unwrap().unwrap();
+        assert_eq!(stored.state, EmailRequestState::Sent);
+        assert!(store.forward_email_request("nope").await.unwrap().is_none());
     }
 
     #[tokio::test]
