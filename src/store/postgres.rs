@@ -155,7 +155,7 @@ impl PgStore {
         let rows: Vec<(&Order, &[Option<String>])> =
             orders.iter().map(|(o, r)| (o, r.as_slice())).collect();
         let mut tx = self.pool.begin().await?;
-        insert_order_rows(&mut tx, &rows).await?;
+        insert_order_rows(&mut tx, &rows, None).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -360,16 +360,28 @@ fn job_from_row(row: &PgRow) -> StoreResult<Job> {
     })
 }
 
+/// A placed order's job and audit event, written with it.
+struct OrderTail<'a> {
+    job: &'a NewJob,
+    audit: &'a AuditEvent,
+    now: i64,
+    instance: i32,
+}
+
 /// Orders' rows, and one row per name (and per registrable domain) for the
-/// listing filters: one statement per table for all the orders. Names are
+/// listing filters, with `tail`'s job and audit event: one statement for
+/// all of it (data-modifying CTEs; the foreign keys are checked at its end),
+/// so one round trip where a placed order took five statements. Names are
 /// paired with their registrable domains as given (`zip`), and a name or
 /// domain given twice is written once, as SQLite's `INSERT OR IGNORE` does.
+/// Returns the job's id when it was inserted.
 async fn insert_order_rows(
     c: &mut PgConnection,
     orders: &[(&Order, &[Option<String>])],
-) -> StoreResult<()> {
+    tail: Option<OrderTail<'_>>,
+) -> StoreResult<Option<i64>> {
     if orders.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let n = orders.len();
     let mut id = Vec::with_capacity(n);
@@ -439,75 +451,100 @@ async fn insert_order_rows(
             }
         }
     }
-    sqlx::query(
-        "INSERT INTO orders (id, account_id, created_by, state, ca, ca_reference,
-            common_name, names, key_type, days, csr_pem, admin_email, admin_name,
-            approver_email, language, failure_reason, cert_serial, cert_not_before,
-            cert_not_after, cert_fingerprint, cert_issuer, created_at, updated_at)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-            $6::text[], $7::text[], $8::text[], $9::text[], $10::int[], $11::text[],
-            $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[],
-            $18::bigint[], $19::bigint[], $20::text[], $21::text[], $22::bigint[],
-            $23::bigint[])",
-    )
-    .bind(id)
-    .bind(account_id)
-    .bind(created_by)
-    .bind(state)
-    .bind(ca)
-    .bind(ca_reference)
-    .bind(common_name)
-    .bind(names)
-    .bind(key_type)
-    .bind(days)
-    .bind(csr_pem)
-    .bind(admin_email)
-    .bind(admin_name)
-    .bind(approver_email)
-    .bind(language)
-    .bind(failure_reason)
-    .bind(cert_serial)
-    .bind(cert_not_before)
-    .bind(cert_not_after)
-    .bind(cert_fingerprint)
-    .bind(cert_issuer)
-    .bind(created_at)
-    .bind(updated_at)
-    .execute(&mut *c)
-    .await?;
-    if !n_order.is_empty() {
-        sqlx::query(
-            "INSERT INTO order_names (account_id, order_id, name, registrable, created_at)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
-             ON CONFLICT DO NOTHING",
-        )
+    // $1..$23 the orders, $24..$28 their names, $29..$32 their domains,
+    // $33..$44 the job and the audit event.
+    let tail_sql = if tail.is_some() {
+        ", job AS (
+             INSERT INTO jobs (key, kind, payload, run_at, attempts, locked_until, locked_by,
+                 created_at)
+             VALUES ($33, $34, $35, $36, $37, $38, $39, $36)
+             ON CONFLICT (key) DO NOTHING
+             RETURNING id
+         ), audit AS (
+             INSERT INTO audit_events (account_id, actor, action, subject, detail, created_at)
+             VALUES ($40, $41, $42, $43, $44, $36)
+         )
+         SELECT (SELECT id FROM job)"
+    } else {
+        " SELECT NULL::bigint"
+    };
+    let sql = format!(
+        "WITH placed AS (
+             INSERT INTO orders (id, account_id, created_by, state, ca, ca_reference,
+                common_name, names, key_type, days, csr_pem, admin_email, admin_name,
+                approver_email, language, failure_reason, cert_serial, cert_not_before,
+                cert_not_after, cert_fingerprint, cert_issuer, created_at, updated_at)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                $6::text[], $7::text[], $8::text[], $9::text[], $10::int[], $11::text[],
+                $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[],
+                $18::bigint[], $19::bigint[], $20::text[], $21::text[], $22::bigint[],
+                $23::bigint[])
+         ), names AS (
+             INSERT INTO order_names (account_id, order_id, name, registrable, created_at)
+             SELECT * FROM UNNEST($24::text[], $25::text[], $26::text[], $27::text[],
+                $28::bigint[])
+             ON CONFLICT DO NOTHING
+         ), domains AS (
+             INSERT INTO order_domains (account_id, order_id, registrable, created_at)
+             SELECT * FROM UNNEST($29::text[], $30::text[], $31::text[], $32::bigint[])
+             ON CONFLICT DO NOTHING
+         ){tail_sql}"
+    );
+    let mut query = sqlx::query_scalar::<_, Option<i64>>(&sql)
+        .bind(id)
+        .bind(account_id)
+        .bind(created_by)
+        .bind(state)
+        .bind(ca)
+        .bind(ca_reference)
+        .bind(common_name)
+        .bind(names)
+        .bind(key_type)
+        .bind(days)
+        .bind(csr_pem)
+        .bind(admin_email)
+        .bind(admin_name)
+        .bind(approver_email)
+        .bind(language)
+        .bind(failure_reason)
+        .bind(cert_serial)
+        .bind(cert_not_before)
+        .bind(cert_not_after)
+        .bind(cert_fingerprint)
+        .bind(cert_issuer)
+        .bind(created_at)
+        .bind(updated_at)
         .bind(n_account)
         .bind(n_order)
         .bind(n_name)
         .bind(n_registrable)
         .bind(n_created)
-        .execute(&mut *c)
-        .await?;
-    }
-    if !d_order.is_empty() {
-        sqlx::query(
-            "INSERT INTO order_domains (account_id, order_id, registrable, created_at)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[])
-             ON CONFLICT DO NOTHING",
-        )
         .bind(d_account)
         .bind(d_order)
         .bind(d_registrable)
-        .bind(d_created)
-        .execute(&mut *c)
-        .await?;
+        .bind(d_created);
+    if let Some(t) = tail {
+        let (locked_until, locked_by, attempts) = match t.job.lease_ms {
+            Some(lease) => (Some(t.now + lease), Some(t.instance), 1),
+            None => (None, None, 0),
+        };
+        query = query
+            .bind(&t.job.key)
+            .bind(t.job.kind.as_str())
+            .bind(&t.job.target)
+            .bind(t.now)
+            .bind(attempts)
+            .bind(locked_until)
+            .bind(locked_by)
+            .bind(&t.audit.account_id)
+            .bind(&t.audit.actor)
+            .bind(&t.audit.action)
+            .bind(&t.audit.subject)
+            .bind(t.audit.detail.to_string());
     }
-    Ok(())
+    Ok(query.fetch_one(&mut *c).await?)
 }
 
-/// The new job's id; `None` when a job with its key is already queued. A
-/// job leased at its writing is leased to `instance` (this desk) and counts
-/// as claimed once.
 async fn insert_job(
     c: &mut PgConnection,
     job: &NewJob,
@@ -778,19 +815,28 @@ impl OrderStore for PgStore {
         audit: &AuditEvent,
         idempotency: Option<&IdempotencyKey>,
     ) -> StoreResult<InsertOutcome<String>> {
-        let mut tx = self.pool.begin().await?;
         let now = now_ms();
-        if let Some(key) = idempotency {
-            if let Some(existing) =
-                claim_idempotency_key(&mut tx, &order.account_id, key, &order.id, now).await?
-            {
-                tx.commit().await?;
-                return Ok(InsertOutcome::Existing(existing));
-            }
+        let rows = [(order, registrable_domains)];
+        let tail = || OrderTail {
+            job,
+            audit,
+            now,
+            instance: self.instance,
+        };
+        // Without a key, one statement: atomic without BEGIN and COMMIT.
+        let Some(key) = idempotency else {
+            let mut c = self.pool.acquire().await?;
+            let job_id = insert_order_rows(&mut c, &rows, Some(tail())).await?;
+            return Ok(InsertOutcome::Created(order.id.clone(), job_id));
+        };
+        let mut tx = self.pool.begin().await?;
+        if let Some(existing) =
+            claim_idempotency_key(&mut tx, &order.account_id, key, &order.id, now).await?
+        {
+            tx.commit().await?;
+            return Ok(InsertOutcome::Existing(existing));
         }
-        insert_order_rows(&mut tx, &[(order, registrable_domains)]).await?;
-        let job_id = insert_job(&mut tx, job, now, self.instance).await?;
-        insert_audit(&mut tx, audit, now).await?;
+        let job_id = insert_order_rows(&mut tx, &rows, Some(tail())).await?;
         tx.commit().await?;
         Ok(InsertOutcome::Created(order.id.clone(), job_id))
     }
