@@ -589,33 +589,6 @@ async fn insert_audit(c: &mut PgConnection, event: &AuditEvent, now: i64) -> Sto
     Ok(())
 }
 
-async fn insert_email_request(
-    c: &mut PgConnection,
-    account_id: &str,
-    r: &EmailRequest,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO email_requests (id, account_id, order_id, kind, trigger, recipient, state,
-            error, requested_by, message_id, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(&r.id)
-    .bind(account_id)
-    .bind(&r.order_id)
-    .bind(r.kind.as_str())
-    .bind(r.trigger.as_str())
-    .bind(r.recipient.as_str())
-    .bind(r.state.as_str())
-    .bind(&r.error)
-    .bind(&r.requested_by)
-    .bind(&r.message_id)
-    .bind(to_ms(r.created_at))
-    .bind(to_ms(r.updated_at))
-    .execute(c)
-    .await?;
-    Ok(())
-}
-
 async fn delete_job(c: &mut PgConnection, job_id: i64) -> StoreResult<()> {
     sqlx::query("DELETE FROM jobs WHERE id = $1")
         .bind(job_id)
@@ -959,19 +932,57 @@ impl OrderStore for PgStore {
             return Ok(None);
         }
         let cert = u.certificate.as_ref();
-        let mut tx = self.pool.begin().await?;
         let now = now_ms();
-        let account_id: Option<String> = sqlx::query_scalar(
-            "UPDATE orders SET state = $1, ca_reference = COALESCE($2, ca_reference),
-                failure_reason = COALESCE($3, failure_reason),
-                cert_serial = COALESCE($4, cert_serial),
-                cert_not_before = COALESCE($5, cert_not_before),
-                cert_not_after = COALESCE($6, cert_not_after),
-                cert_fingerprint = COALESCE($7, cert_fingerprint),
-                cert_issuer = COALESCE($8, cert_issuer),
-                updated_at = $9
-             WHERE id = $10 AND state = ANY($11)
-             RETURNING account_id",
+        let r = u.new_email.as_ref();
+        let (mut key, mut kind, mut payload, mut attempts, mut locked_until, mut locked_by) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for job in &u.jobs {
+            key.push(job.key.as_str());
+            kind.push(job.kind.as_str());
+            payload.push(job.target.as_str());
+            attempts.push(i32::from(job.lease_ms.is_some()));
+            locked_until.push(job.lease_ms.map(|lease| now + lease));
+            locked_by.push(job.lease_ms.map(|_| self.instance));
+        }
+        // One statement, atomic without BEGIN and COMMIT (seven round trips
+        // as a transaction; this runs for every certificate issued). Each
+        // write after the UPDATE happens only with the row it moved, so an
+        // order that left `from` changes nothing, as a rollback did. A job
+        // whose key is queued already is not queued again (as in insert_job).
+        let row = sqlx::query(
+            "WITH moved AS (
+                 UPDATE orders SET state = $1, ca_reference = COALESCE($2, ca_reference),
+                    failure_reason = COALESCE($3, failure_reason),
+                    cert_serial = COALESCE($4, cert_serial),
+                    cert_not_before = COALESCE($5, cert_not_before),
+                    cert_not_after = COALESCE($6, cert_not_after),
+                    cert_fingerprint = COALESCE($7, cert_fingerprint),
+                    cert_issuer = COALESCE($8, cert_issuer),
+                    updated_at = $9
+                 WHERE id = $10 AND state = ANY($11)
+                 RETURNING account_id
+             ), request AS (
+                 INSERT INTO email_requests (id, account_id, order_id, kind, trigger, recipient,
+                     state, error, requested_by, message_id, created_at, updated_at)
+                 SELECT $12, moved.account_id, $10, $13, $14, $15, $16, $17, $18, $19, $20, $21
+                 FROM moved WHERE $12::text IS NOT NULL
+             ), queued AS (
+                 INSERT INTO jobs (key, kind, payload, run_at, attempts, locked_until, locked_by,
+                     created_at)
+                 SELECT j.key, j.kind, j.payload, $9, j.attempts, j.locked_until, j.locked_by, $9
+                 FROM moved, UNNEST($22::text[], $23::text[], $24::text[], $25::int[],
+                     $26::bigint[], $27::int[])
+                     AS j(key, kind, payload, attempts, locked_until, locked_by)
+                 ON CONFLICT (key) DO NOTHING
+                 RETURNING id, key
+             ), done AS (
+                 DELETE FROM jobs WHERE id = $28 AND EXISTS (SELECT 1 FROM moved)
+             ), audit AS (
+                 INSERT INTO audit_events (account_id, actor, action, subject, detail, created_at)
+                 SELECT $29, $30, $31, $32, $33, $9 FROM moved
+             )
+             SELECT EXISTS (SELECT 1 FROM moved),
+                 ARRAY(SELECT key FROM queued), ARRAY(SELECT id FROM queued)",
         )
         .bind(u.to.as_str())
         .bind(&u.ca_reference)
@@ -984,26 +995,44 @@ impl OrderStore for PgStore {
         .bind(now)
         .bind(&u.order_id)
         .bind(&allowed)
-        .fetch_optional(&mut *tx)
+        .bind(r.map(|r| r.id.as_str()))
+        .bind(r.map(|r| r.kind.as_str()))
+        .bind(r.map(|r| r.trigger.as_str()))
+        .bind(r.map(|r| r.recipient.as_str()))
+        .bind(r.map(|r| r.state.as_str()))
+        .bind(r.and_then(|r| r.error.as_deref()))
+        .bind(r.and_then(|r| r.requested_by.as_deref()))
+        .bind(r.map(|r| r.message_id.as_str()))
+        .bind(r.map(|r| to_ms(r.created_at)))
+        .bind(r.map(|r| to_ms(r.updated_at)))
+        .bind(key)
+        .bind(kind)
+        .bind(payload)
+        .bind(attempts)
+        .bind(locked_until)
+        .bind(locked_by)
+        .bind(u.done_job)
+        .bind(&u.audit.account_id)
+        .bind(&u.audit.actor)
+        .bind(&u.audit.action)
+        .bind(&u.audit.subject)
+        .bind(u.audit.detail.to_string())
+        .fetch_one(&self.pool)
         .await?;
-        let Some(account_id) = account_id else {
-            // No such order, or it left `from`: nothing changes, and the
+        let applied: bool = row.try_get(0)?;
+        if !applied {
+            // No such order, or it left `from`: nothing changed, and the
             // done job stays for its worker to complete or retry.
-            tx.rollback().await?;
             return Ok(None);
-        };
-        if let Some(r) = &u.new_email {
-            insert_email_request(&mut tx, &account_id, r).await?;
         }
-        let mut queued = Vec::with_capacity(u.jobs.len());
-        for job in &u.jobs {
-            queued.extend(insert_job(&mut tx, job, now, self.instance).await?);
-        }
-        if let Some(job_id) = u.done_job {
-            delete_job(&mut tx, job_id).await?;
-        }
-        insert_audit(&mut tx, &u.audit, now).await?;
-        tx.commit().await?;
+        let keys: Vec<String> = row.try_get(1)?;
+        let ids: Vec<i64> = row.try_get(2)?;
+        // The ids in the order the jobs were given.
+        let queued = u
+            .jobs
+            .iter()
+            .filter_map(|job| keys.iter().position(|k| *k == job.key).map(|i| ids[i]))
+            .collect();
         Ok(Some(queued))
     }
 }
