@@ -9,8 +9,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 use super::*;
 use crate::crypto::random_token;
 use crate::domain::account::{Account, Role, User};
@@ -70,7 +68,7 @@ const MAX_CACHED: usize = 4096;
 /// Tokens and session tokens are 256-bit random values, so a slow hash adds
 /// nothing.
 fn credential_hash(secret: &str) -> [u8; 32] {
-    Sha256::digest(secret.as_bytes()).into()
+    crate::crypto::sha256(secret.as_bytes())
 }
 
 /// Credentials recently found valid, by their SHA-256 (never the secret),
