@@ -490,7 +490,7 @@ async fn insert_order_rows(
              ON CONFLICT DO NOTHING
          ){tail_sql}"
     );
-    let mut query = sqlx::query_scalar::<_, Option<i64>>(&sql)
+    let mut query = sqlx::query(&sql)
         .bind(id)
         .bind(account_id)
         .bind(created_by)
@@ -524,25 +524,38 @@ async fn insert_order_rows(
         .bind(d_registrable)
         .bind(d_created);
     if let Some(t) = tail {
-        let (locked_until, locked_by, attempts) = match t.job.lease_ms {
-            Some(lease) => (Some(t.now + lease), Some(t.instance), 1),
-            None => (None, None, 0),
-        };
-        query = query
-            .bind(&t.job.key)
-            .bind(t.job.kind.as_str())
-            .bind(&t.job.target)
-            .bind(t.now)
-            .bind(attempts)
-            .bind(locked_until)
-            .bind(locked_by)
-            .bind(&t.audit.account_id)
-            .bind(&t.audit.actor)
-            .bind(&t.audit.action)
-            .bind(&t.audit.subject)
-            .bind(t.audit.detail.to_string());
+        query = bind_audit(bind_job(query, t.job, t.now, t.instance), t.audit);
     }
-    Ok(query.fetch_one(&mut *c).await?)
+    Ok(query.fetch_one(&mut *c).await?.try_get(0)?)
+}
+
+/// A new job's lease columns (locked_until, locked_by, attempts): leased at
+/// its writing to this desk (`instance`) for `lease_ms`, its run counted,
+/// or free for any worker.
+fn lease(lease_ms: Option<i64>, now: i64, instance: i32) -> (Option<i64>, Option<i32>, i32) {
+    match lease_ms {
+        Some(lease) => (Some(now + lease), Some(instance), 1),
+        None => (None, None, 0),
+    }
+}
+
+/// Binds a new job's key, kind, payload, time, attempts, locked_until and
+/// locked_by, in that order (see `lease`).
+fn bind_job<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    job: &'q NewJob,
+    now: i64,
+    instance: i32,
+) -> Query<'q, Postgres, PgArguments> {
+    let (locked_until, locked_by, attempts) = lease(job.lease_ms, now, instance);
+    query
+        .bind(&job.key)
+        .bind(job.kind.as_str())
+        .bind(&job.target)
+        .bind(now)
+        .bind(attempts)
+        .bind(locked_until)
+        .bind(locked_by)
 }
 
 async fn insert_job(
@@ -551,38 +564,41 @@ async fn insert_job(
     now: i64,
     instance: i32,
 ) -> StoreResult<Option<i64>> {
-    let (locked_until, locked_by, attempts) = match job.lease_ms {
-        Some(lease) => (Some(now + lease), Some(instance), 1),
-        None => (None, None, 0),
-    };
-    Ok(sqlx::query_scalar(
+    let query = sqlx::query(
         "INSERT INTO jobs (key, kind, payload, run_at, attempts, locked_until, locked_by,
              created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $4)
          ON CONFLICT (key) DO NOTHING
          RETURNING id",
-    )
-    .bind(&job.key)
-    .bind(job.kind.as_str())
-    .bind(&job.target)
-    .bind(now)
-    .bind(attempts)
-    .bind(locked_until)
-    .bind(locked_by)
-    .fetch_optional(c)
-    .await?)
+    );
+    let row = bind_job(query, job, now, instance)
+        .fetch_optional(c)
+        .await?;
+    Ok(row.map(|r| r.try_get(0)).transpose()?)
+}
+
+/// Binds an audit event's account, actor, action, subject and detail, in
+/// the order of audit_events' columns (its time is bound apart).
+fn bind_audit<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    event: &'q AuditEvent,
+) -> Query<'q, Postgres, PgArguments> {
+    query
+        .bind(&event.account_id)
+        .bind(&event.actor)
+        .bind(&event.action)
+        .bind(&event.subject)
+        .bind(event.detail.to_string())
 }
 
 async fn insert_audit(c: &mut PgConnection, event: &AuditEvent, now: i64) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO audit_events (account_id, actor, action, subject, detail, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+    bind_audit(
+        sqlx::query(
+            "INSERT INTO audit_events (account_id, actor, action, subject, detail, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        ),
+        event,
     )
-    .bind(&event.account_id)
-    .bind(&event.actor)
-    .bind(&event.action)
-    .bind(&event.subject)
-    .bind(event.detail.to_string())
     .bind(now)
     .execute(c)
     .await?;
@@ -937,19 +953,20 @@ impl OrderStore for PgStore {
         let (mut key, mut kind, mut payload, mut attempts, mut locked_until, mut locked_by) =
             (vec![], vec![], vec![], vec![], vec![], vec![]);
         for job in &u.jobs {
+            let (until, by, tries) = lease(job.lease_ms, now, self.instance);
             key.push(job.key.as_str());
             kind.push(job.kind.as_str());
             payload.push(job.target.as_str());
-            attempts.push(i32::from(job.lease_ms.is_some()));
-            locked_until.push(job.lease_ms.map(|lease| now + lease));
-            locked_by.push(job.lease_ms.map(|_| self.instance));
+            attempts.push(tries);
+            locked_until.push(until);
+            locked_by.push(by);
         }
         // One statement, atomic without BEGIN and COMMIT (seven round trips
         // as a transaction; this runs for every certificate issued). Each
         // write after the UPDATE happens only with the row it moved, so an
         // order that left `from` changes nothing, as a rollback did. A job
         // whose key is queued already is not queued again (as in insert_job).
-        let row = sqlx::query(
+        let query = sqlx::query(
             "WITH moved AS (
                  UPDATE orders SET state = $1, ca_reference = COALESCE($2, ca_reference),
                     failure_reason = COALESCE($3, failure_reason),
@@ -1011,14 +1028,8 @@ impl OrderStore for PgStore {
         .bind(attempts)
         .bind(locked_until)
         .bind(locked_by)
-        .bind(u.done_job)
-        .bind(&u.audit.account_id)
-        .bind(&u.audit.actor)
-        .bind(&u.audit.action)
-        .bind(&u.audit.subject)
-        .bind(u.audit.detail.to_string())
-        .fetch_one(&self.pool)
-        .await?;
+        .bind(u.done_job);
+        let row = bind_audit(query, &u.audit).fetch_one(&self.pool).await?;
         let applied: bool = row.try_get(0)?;
         if !applied {
             // No such order, or it left `from`: nothing changed, and the
@@ -1052,14 +1063,13 @@ impl EmailRequestStore for PgStore {
         // request_email (migration 0003), whose comments say why and how
         // it keeps the order's requests in line.
         let now = now_ms();
-        let job = NewJob::send_email(&request.id);
-        let (locked_until, locked_by, attempts) = match lease_ms {
-            Some(lease) => (Some(now + lease), Some(self.instance), 1),
-            None => (None, None, 0),
+        let job = NewJob {
+            lease_ms,
+            ..NewJob::send_email(&request.id)
         };
         // A limit beyond i32 is no limit anyone reaches in an hour.
         let limit_max = rate_limit.map(|l| i32::try_from(l.max).unwrap_or(i32::MAX));
-        let row = sqlx::query(
+        let query = sqlx::query(
             "SELECT outcome, found_id, oldest, new_job_id FROM request_email(
                  $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
                  $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)",
@@ -1079,21 +1089,10 @@ impl EmailRequestStore for PgStore {
         .bind(idempotency.map(|k| k.scope))
         .bind(idempotency.map(|k| k.key.as_str()))
         .bind(limit_max)
-        .bind(rate_limit.map(|l| now - l.window_ms))
-        .bind(&job.key)
-        .bind(job.kind.as_str())
-        .bind(&job.target)
-        .bind(now)
-        .bind(attempts)
-        .bind(locked_until)
-        .bind(locked_by)
-        .bind(&audit.account_id)
-        .bind(&audit.actor)
-        .bind(&audit.action)
-        .bind(&audit.subject)
-        .bind(audit.detail.to_string())
-        .fetch_one(&self.pool)
-        .await?;
+        .bind(rate_limit.map(|l| now - l.window_ms));
+        let row = bind_audit(bind_job(query, &job, now, self.instance), audit)
+            .fetch_one(&self.pool)
+            .await?;
         let outcome: String = row.try_get(0)?;
         let found_id: Option<String> = row.try_get(1)?;
         let oldest: Option<i64> = row.try_get(2)?;
@@ -1235,7 +1234,7 @@ impl EmailRequestStore for PgStore {
     ) -> StoreResult<()> {
         // One statement, so one round trip and atomic without BEGIN/COMMIT
         // (five round trips as a transaction; this runs once per email).
-        sqlx::query(
+        let query = sqlx::query(
             "WITH finished AS (
                  UPDATE email_requests SET state = $1, error = $2, updated_at = $3 WHERE id = $4
              ), done AS (
@@ -1248,14 +1247,8 @@ impl EmailRequestStore for PgStore {
         .bind(error)
         .bind(now_ms())
         .bind(request_id)
-        .bind(job_id)
-        .bind(&audit.account_id)
-        .bind(&audit.actor)
-        .bind(&audit.action)
-        .bind(&audit.subject)
-        .bind(audit.detail.to_string())
-        .execute(&self.pool)
-        .await?;
+        .bind(job_id);
+        bind_audit(query, audit).execute(&self.pool).await?;
         Ok(())
     }
 }
