@@ -33,8 +33,11 @@ DECLARE
     v_account TEXT;
     v_state TEXT;
 BEGIN
+    -- FOR NO KEY UPDATE: resends of the order and changes of its state
+    -- (update_order's UPDATE) wait for each other; the foreign-key checks
+    -- of rows inserted for the order elsewhere do not wait for us.
     SELECT o.account_id, o.state INTO v_account, v_state
-      FROM orders o WHERE o.id = p_order_id FOR UPDATE;
+      FROM orders o WHERE o.id = p_order_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         outcome := 'missing';
         RETURN;
