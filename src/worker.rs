@@ -396,7 +396,9 @@ async fn send_email(desk: &Desk, job: &Job) -> Result<Outcome, StoreError> {
     deliver(desk, job, request, &order).await
 }
 
-/// Has the order's CA send the email, and records how it went.
+/// Has the order's CA send the email, and records how it went. The request
+/// comes already forwarded: written so when it was leased at its writing,
+/// or marked so when a worker took it (`forward_email_request`).
 async fn deliver(
     desk: &Desk,
     job: &Job,
@@ -431,15 +433,6 @@ async fn deliver(
             .await?;
         return Ok(Outcome::Recorded);
     };
-    if request.state != EmailRequestState::Forwarded {
-        desk.store
-            .set_email_request_state(
-                &request.id,
-                EmailRequestState::Forwarded,
-                request.error.as_deref(),
-            )
-            .await?;
-    }
     let delivery = EmailDelivery {
         request_id: request.id.clone(),
         message_id: request.message_id.clone(),

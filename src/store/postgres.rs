@@ -268,7 +268,20 @@ const ORDER_COLUMNS: &str = "o.id, o.account_id, o.created_by, o.state, o.ca, o.
     o.approver_email, o.language, o.failure_reason, o.cert_serial, o.cert_not_before,
     o.cert_not_after, o.cert_fingerprint, o.cert_issuer, o.created_at, o.updated_at";
 /// How many columns ORDER_COLUMNS names.
-const ORDER_COLUMN_COUNT: usize = 23;
+const ORDER_COLUMN_COUNT: usize = column_count(ORDER_COLUMNS);
+
+/// The columns a list of plain column names (no expressions) holds.
+const fn column_count(columns: &str) -> usize {
+    let bytes = columns.as_bytes();
+    let (mut i, mut n) = (0, 1);
+    while i < bytes.len() {
+        if bytes[i] == b',' {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+}
 
 /// The same for lists, without the CSR (half of a row's bytes, and a page
 /// never shows it).
@@ -558,6 +571,9 @@ fn bind_job<'q>(
         .bind(locked_by)
 }
 
+/// The new job's id; `None` when a job with its key is already queued. A
+/// job leased at its writing is leased to `instance` (this desk) and counts
+/// as claimed once.
 async fn insert_job(
     c: &mut PgConnection,
     job: &NewJob,
@@ -2661,12 +2677,6 @@ mod tests {
         assert_eq!(to_ms(session.expires_at), to_ms(in_an_hour));
         store.delete_session(&[8; 32]).await.unwrap();
         assert!(store.find_session(&[8; 32]).await.unwrap().is_none());
-    }
-
-    #[test]
-    fn order_column_count_matches_the_column_list() {
-        assert_eq!(ORDER_COLUMNS.split(',').count(), ORDER_COLUMN_COUNT);
-        assert_eq!(EMAIL_COLUMNS.split(',').count(), 11);
     }
 
     #[tokio::test]

@@ -939,37 +939,18 @@ impl EmailRequestStore for SqliteStore {
         &self,
         request_id: &str,
     ) -> StoreResult<Option<(EmailRequest, Order)>> {
-        // Both reads on one read connection; the writer only when the state
-        // changes (a retried send is already forwarded).
-        let id = request_id.to_string();
-        let found = self
-            .db
-            .read(move |c| {
-                let request = one(
-                    c,
-                    &format!("SELECT {EMAIL_COLUMNS} FROM email_requests WHERE id = ?"),
-                    [id],
-                    email_request_from_row,
-                )?;
-                let Some(request) = request else {
-                    return Ok::<_, StoreError>(None);
-                };
-                if matches!(
-                    request.state,
-                    EmailRequestState::Sent | EmailRequestState::Failed
-                ) {
-                    return Ok(None);
-                }
-                let order = one(
-                    c,
-                    &format!("SELECT {ORDER_COLUMNS} FROM orders o WHERE o.id = ?"),
-                    [&request.order_id],
-                    order_from_row,
-                )?;
-                Ok(order.map(|o| (request, o)))
-            })
-            .await?;
-        let Some((mut request, order)) = found else {
+        // The writer only when the state changes (a retried send is
+        // already forwarded).
+        let Some(mut request) = self.get_email_request(request_id).await? else {
+            return Ok(None);
+        };
+        if matches!(
+            request.state,
+            EmailRequestState::Sent | EmailRequestState::Failed
+        ) {
+            return Ok(None);
+        }
+        let Some(order) = self.get_order_for_system(&request.order_id).await? else {
             return Ok(None);
         };
         if request.state != EmailRequestState::Forwarded {
