@@ -87,6 +87,7 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         },
         wake: Arc::new(Notify::new()),
         at_once: Arc::new(tokio::sync::Semaphore::new(worker::TASKS)),
+        handoff: Default::default(),
         keys,
         tokens: accounts::TokenCache::new(accounts::CREDENTIAL_TTL),
         sessions: accounts::SessionCache::new(accounts::CREDENTIAL_TTL),

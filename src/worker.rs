@@ -9,8 +9,9 @@
 //! (one database round trip), the job runs again and the message goes out a
 //! second time with the same Message-ID, so the duplicate is recognisable.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rand::Rng;
@@ -35,6 +36,116 @@ pub const LEASE_MS: i64 = 5 * 60 * 1000;
 /// After this many attempts a transient failure becomes final.
 pub const MAX_ATTEMPTS: u32 = 20;
 const MAX_BACKOFF_SECS: f64 = 300.0;
+
+/// Jobs waiting in memory for a slot (see [`Handoff`]) at most.
+pub const HANDOFF_CAPACITY: usize = 1024;
+
+/// Jobs a request wrote leased to this desk when every slot was busy,
+/// waiting in memory for the next free slot: the worker that takes one runs
+/// it from what the request already holds, with no claim and no read of the
+/// order or the email request back from the database (on PostgreSQL, two
+/// statements and a transaction fewer per email). Full, requests leave their
+/// jobs in the database queue as before.
+///
+/// Memory holds nothing the database does not: each job is in the queue,
+/// leased to this desk. If the desk dies the lease is freed when it starts
+/// again (or, on PostgreSQL, when the lease runs out and another desk claims
+/// it), and the job runs then. A job that waited here for half its lease is
+/// left to that claim instead of run from here, so that it never runs twice.
+pub struct Handoff<J = HandedJob> {
+    inner: Mutex<Waiting<J>>,
+}
+
+struct Waiting<J> {
+    jobs: VecDeque<Handed<J>>,
+    /// Places promised to requests still writing their job.
+    reserved: usize,
+}
+
+struct Handed<J> {
+    job: J,
+    job_id: i64,
+    since: Instant,
+}
+
+impl<J> Default for Handoff<J> {
+    fn default() -> Self {
+        Handoff {
+            inner: Mutex::new(Waiting {
+                jobs: VecDeque::new(),
+                reserved: 0,
+            }),
+        }
+    }
+}
+
+/// What a handed-over job carries: all its running needs.
+pub enum HandedJob {
+    /// An order placed a moment ago, for its CA.
+    Submit(Order),
+    /// An email requested a moment ago, for the order's CA to send.
+    Email(EmailRequest, Order),
+}
+
+impl<J> Handoff<J> {
+    /// A place for one job, if there is room. Reserve before writing the
+    /// job, so that it is written leased only when it will be run from here.
+    pub fn reserve(&self) -> Option<Place<'_, J>> {
+        let mut w = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if w.jobs.len() + w.reserved >= HANDOFF_CAPACITY {
+            return None;
+        }
+        w.reserved += 1;
+        Some(Place {
+            handoff: self,
+            taken: false,
+        })
+    }
+
+    /// The oldest job waiting that is still safe to run from here.
+    pub fn take(&self) -> Option<(J, i64)> {
+        let mut w = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(h) = w.jobs.pop_front() {
+            if h.since.elapsed() < Duration::from_millis(LEASE_MS as u64 / 2) {
+                return Some((h.job, h.job_id));
+            }
+            tracing::warn!(
+                job = h.job_id,
+                "a job waited too long for a free slot; it runs once its lease runs out"
+            );
+        }
+        None
+    }
+}
+
+/// A reserved place in the [`Handoff`]; given back if not filled.
+pub struct Place<'a, J> {
+    handoff: &'a Handoff<J>,
+    taken: bool,
+}
+
+impl<J> Place<'_, J> {
+    /// Hands the job, written leased as `job_id`, to the next free worker.
+    pub fn fill(mut self, job: J, job_id: i64) {
+        let mut w = self.handoff.inner.lock().unwrap_or_else(|e| e.into_inner());
+        w.reserved -= 1;
+        w.jobs.push_back(Handed {
+            job,
+            job_id,
+            since: Instant::now(),
+        });
+        self.taken = true;
+    }
+}
+
+impl<J> Drop for Place<'_, J> {
+    fn drop(&mut self) {
+        if !self.taken {
+            let mut w = self.handoff.inner.lock().unwrap_or_else(|e| e.into_inner());
+            w.reserved -= 1;
+        }
+    }
+}
 
 enum Outcome {
     Done,
@@ -68,22 +179,37 @@ pub async fn spawn(desk: Arc<Desk>, tasks: usize) -> Result<(), StoreError> {
 }
 
 async fn run(desk: Arc<Desk>) {
+    let mut turn = 0u32;
     loop {
         // The slot is shared with the jobs requests carry out at once
-        // (`Desk::at_once`): a flood of them waits in the queue instead of
-        // doubling the jobs running at the same time.
+        // (`Desk::at_once`): a flood of them waits in the handoff or the
+        // queue instead of multiplying the jobs running at the same time.
         let Ok(slot) = desk.at_once.clone().acquire_owned().await else {
             return;
         };
+        // Jobs handed over in memory go first, but every fourth turn the
+        // queue does, so that jobs due there (retries, a CA's news, what
+        // did not fit in the handoff) are not held back by a steady stream.
+        turn = turn.wrapping_add(1);
+        if turn % 4 != 0 {
+            if let Some((job, job_id)) = desk.handoff.take() {
+                run_handed(&desk, job, job_id).await;
+                continue;
+            }
+        }
         let claimed = desk.store.claim(LEASE_MS).await;
         if let Ok(Some(job)) = &claimed {
             let outcome = execute(&desk, job).await;
             settle(&desk, job, outcome).await;
+            continue;
+        }
+        if let Some((job, job_id)) = desk.handoff.take() {
+            run_handed(&desk, job, job_id).await;
+            continue;
         }
         drop(slot);
         match claimed {
-            Ok(Some(_)) => {}
-            Ok(None) => {
+            Ok(_) => {
                 let wait = match desk.store.next_due_in_ms().await {
                     Ok(Some(ms)) => Duration::from_millis(ms.clamp(10, 1000) as u64),
                     _ => Duration::from_secs(1),
@@ -95,6 +221,13 @@ async fn run(desk: Arc<Desk>) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+async fn run_handed(desk: &Desk, job: HandedJob, job_id: i64) {
+    match job {
+        HandedJob::Submit(order) => submit_placed(desk, order, job_id).await,
+        HandedJob::Email(request, order) => deliver_requested(desk, request, &order, job_id).await,
     }
 }
 
@@ -397,8 +530,10 @@ async fn send_email(desk: &Desk, job: &Job) -> Result<Outcome, StoreError> {
 }
 
 /// Has the order's CA send the email, and records how it went. The request
-/// comes already forwarded: written so when it was leased at its writing,
-/// or marked so when a worker took it (`forward_email_request`).
+/// comes forwarded (written so when it was sent at once from the request
+/// that wrote it, marked so when a worker took it: `forward_email_request`)
+/// or queued (handed over in memory, see [`Handoff`]: it goes from queued to
+/// sent with no write in between).
 async fn deliver(
     desk: &Desk,
     job: &Job,
@@ -486,5 +621,57 @@ impl CaNotifier for QueueNotifier {
             tracing::error!(order = %desk_order_id, error = %e, "could not queue an order update");
         }
         desk.wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_handoff_turns_jobs_away_until_one_is_taken() {
+        let handoff = Handoff::<u32>::default();
+        for i in 0..HANDOFF_CAPACITY {
+            handoff.reserve().expect("room").fill(i as u32, i as i64);
+        }
+        assert!(
+            handoff.reserve().is_none(),
+            "full: the job goes to the queue"
+        );
+        assert_eq!(handoff.take(), Some((0, 0)), "oldest first");
+        handoff.reserve().expect("room again").fill(7, 7);
+        assert!(handoff.reserve().is_none());
+    }
+
+    #[test]
+    fn a_place_reserved_then_not_filled_is_given_back() {
+        let handoff = Handoff::<u32>::default();
+        let places: Vec<_> = (0..HANDOFF_CAPACITY)
+            .map(|_| handoff.reserve().expect("room"))
+            .collect();
+        assert!(
+            handoff.reserve().is_none(),
+            "reserved places count as taken"
+        );
+        // The request's write failed, or found the request already there.
+        drop(places);
+        assert!(handoff.reserve().is_some());
+        assert_eq!(handoff.take(), None, "nothing was handed over");
+    }
+
+    #[test]
+    fn a_job_that_waited_half_its_lease_is_left_for_a_claim_after_it() {
+        let handoff = Handoff::<u32>::default();
+        handoff.reserve().unwrap().fill(1, 1);
+        handoff.reserve().unwrap().fill(2, 2);
+        {
+            let mut w = handoff.inner.lock().unwrap();
+            let long_ago = Instant::now()
+                .checked_sub(Duration::from_millis(LEASE_MS as u64 / 2))
+                .unwrap();
+            w.jobs[0].since = long_ago;
+        }
+        assert_eq!(handoff.take(), Some((2, 2)), "the stale job is skipped");
+        assert_eq!(handoff.take(), None);
     }
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::*;
 use crate::domain::order::OrderState;
 use crate::store::{EmailRequestOutcome, IdempotencyKey, RateLimit};
-use crate::worker;
+use crate::worker::{self, HandedJob};
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -90,7 +90,9 @@ impl Desk {
     /// `place_order`): no worker claims the job, reads the request and the
     /// order back, or marks it forwarded (three writes and two reads fewer
     /// on PostgreSQL). The answer does not wait for the sending. Without a
-    /// free slot the request waits in the queue for a worker.
+    /// free slot it is handed over in memory, leased likewise, to the next
+    /// free worker (`worker::Handoff`); with that full too, it waits in the
+    /// queue for a worker to claim it.
     pub(crate) async fn request_email(
         self: &Arc<Self>,
         actor: &Actor,
@@ -102,6 +104,10 @@ impl Desk {
     ) -> ServiceResult<EmailRequestAccepted> {
         let ca = self.ca(&order.ca)?;
         let at_once = self.at_once.clone().try_acquire_owned().ok();
+        let handoff = match at_once {
+            Some(_) => None,
+            None => self.handoff.reserve(),
+        };
         let mut request = self.new_email_request(
             order,
             kind,
@@ -135,18 +141,22 @@ impl Desk {
                 &event,
                 idempotency.as_ref(),
                 Some(limit),
-                at_once.as_ref().map(|_| worker::LEASE_MS),
+                (at_once.is_some() || handoff.is_some()).then_some(worker::LEASE_MS),
             )
             .await?;
         let accepted = match outcome {
             EmailRequestOutcome::Created(r, job_id) => {
-                match (job_id, at_once) {
-                    (Some(job_id), Some(slot)) => {
+                match (job_id, at_once, handoff) {
+                    (Some(job_id), Some(slot), _) => {
                         let (desk, request, order) = (self.clone(), r.clone(), order.clone());
                         tokio::spawn(async move {
                             worker::deliver_requested(&desk, request, &order, job_id).await;
                             drop(slot);
                         });
+                    }
+                    (Some(job_id), None, Some(place)) => {
+                        place.fill(HandedJob::Email(r.clone(), order.clone()), job_id);
+                        self.wake.notify_one();
                     }
                     _ => self.wake.notify_one(),
                 }

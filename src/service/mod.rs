@@ -95,8 +95,12 @@ pub struct Desk {
     /// Slots for running jobs, shared by the workers and the requests that
     /// carry out the job they queue at once (a new order's submission, a
     /// resent email): together they run at most `worker::TASKS` jobs. A
-    /// request finding no free slot leaves its job in the queue.
+    /// request finding no free slot hands its job over in memory (`handoff`)
+    /// or, when that is full too, leaves it in the queue.
     pub at_once: Arc<tokio::sync::Semaphore>,
+    /// Jobs requests wrote leased to this desk while every slot was busy,
+    /// for the next free worker (see `worker::Handoff`).
+    pub handoff: crate::worker::Handoff,
     /// Seals the private keys of the certificate store.
     pub keys: Arc<crate::crypto::Keyring>,
     /// Bearer tokens recently found valid.

@@ -13,7 +13,7 @@ use crate::domain::order::{OrderState, MAX_VALIDITY_DAYS};
 use crate::domain::DnsName;
 use crate::pki::csr::{decode_csr, CsrPolicy, DecodedCsr};
 use crate::store::{Cursor, IdempotencyKey, InsertOutcome, NewJob, OrderFilter, OrderUpdate};
-use crate::worker;
+use crate::worker::{self, HandedJob};
 
 pub const LANGUAGES: [&str; 2] = ["en", "it"];
 
@@ -294,11 +294,18 @@ impl Desk {
         // here, holding its submission job's lease: no worker claims it (one
         // write fewer) or reads the order back. The job stays queued until
         // the CA's answer is recorded, so a crash in between loses nothing.
+        // Without a free slot it is handed over in memory to the next free
+        // worker, leased likewise (`worker::Handoff`); with that full too, it
+        // waits in the queue for a worker to claim it.
         let at_once = self.at_once.clone().try_acquire_owned().ok();
+        let handoff = match at_once {
+            Some(_) => None,
+            None => self.handoff.reserve(),
+        };
         let job = NewJob::submit_order(&order.id);
-        let job = match at_once {
-            Some(_) => job.leased(worker::LEASE_MS),
-            None => job,
+        let job = match (&at_once, &handoff) {
+            (None, None) => job,
+            _ => job.leased(worker::LEASE_MS),
         };
         let outcome = self
             .store
@@ -315,13 +322,17 @@ impl Desk {
             order: order.clone(),
             email_requests: vec![],
         };
-        match (job_id, at_once) {
-            (Some(job_id), Some(permit)) => {
+        match (job_id, at_once, handoff) {
+            (Some(job_id), Some(permit), _) => {
                 let desk = self.clone();
                 tokio::spawn(async move {
                     worker::submit_placed(&desk, order, job_id).await;
                     drop(permit);
                 });
+            }
+            (Some(job_id), None, Some(place)) => {
+                place.fill(HandedJob::Submit(order), job_id);
+                self.wake.notify_one();
             }
             _ => self.wake.notify_one(),
         }

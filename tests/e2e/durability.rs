@@ -70,6 +70,58 @@ async fn a_resend_accepted_before_a_crash_is_delivered_exactly_once_after_restar
     assert_eq!(mails.iter().filter(|m| m.is_fulfillment()).count(), 3);
 }
 
+/// Resends beyond the jobs the desk runs at once (16) wait for a free slot
+/// in the desk's memory, their jobs written leased to the desk. Killed while
+/// they wait, the desk loses none: started again, it sends each once.
+#[tokio::test]
+async fn resends_waiting_behind_a_hung_mail_server_survive_a_crash_and_go_out_once() {
+    let smtp = SmtpServer::start();
+    let mut desk = Desk::start(
+        Some(&smtp),
+        &["--validation", "none", "--resend-limit-per-hour", "100"],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let name = "hung.example.com";
+    let (csr_pem, _) = csr(dir.path(), "ec:P-256", name, &format!("DNS:{name}"), &[]);
+    let id = desk.place_order(&csr_pem, "admin@example.com").await;
+    desk.wait_order_state(&id, "issued").await;
+    desk.wait_emails_sent(&id, 1).await;
+
+    // Every send from here on hangs, holding its slot.
+    smtp.freeze();
+    const RESENDS: usize = 24;
+    let resend = format!("/api/v1/orders/{id}/fulfillment-email");
+    let mut requests = Vec::new();
+    for _ in 0..RESENDS {
+        let (status, accepted, _) = desk.api.post(&resend, None).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+        requests.push(accepted["request_id"].as_str().unwrap().to_string());
+    }
+    // Sixteen are being sent, the rest wait: every job held by this desk,
+    // none left for a claim (which the busy workers could not make).
+    assert_eq!(desk.leased_jobs().await, RESENDS as i64);
+    desk.kill();
+
+    smtp.thaw();
+    desk.restart().await;
+    desk.wait_emails_sent(&id, RESENDS + 1).await;
+    // Give a duplicate every chance to show up before counting.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let mails = smtp.messages();
+    for request in &requests {
+        let n = mails
+            .iter()
+            .filter(|m| m.message_id.contains(request.as_str()))
+            .count();
+        assert_eq!(n, 1, "request {request} delivered {n} times");
+    }
+    assert_eq!(
+        mails.iter().filter(|m| m.is_fulfillment()).count(),
+        RESENDS + 1
+    );
+}
+
 /// A listener that greets every connection with `reply` and hangs up: a
 /// mail server refusing service, permanently (5xx) or for now (4xx).
 fn refusing_smtp_server(reply: &'static [u8]) -> String {

@@ -38,6 +38,30 @@ fn wait_for_port(port: u16, timeout: Duration) -> bool {
     false
 }
 
+/// Rows of a query on a desk's database, read directly, each mapped by
+/// `|r| …` (a macro, as the row type differs between the two databases).
+macro_rules! rows {
+    ($desk:expr, $query:expr, |$r:ident| $map:expr) => {{
+        use sqlx::Row;
+        match &$desk.database {
+            Some(db) => {
+                let mut c = db.connect().await;
+                let rows = sqlx::query($query).fetch_all(&mut c).await.unwrap();
+                rows.iter().map(|$r| $map).collect()
+            }
+            None => {
+                let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename($desk.path("certdesk.db"))
+                    .read_only(true);
+                let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+                let rows = sqlx::query($query).fetch_all(&pool).await.unwrap();
+                pool.close().await;
+                rows.iter().map(|$r| $map).collect()
+            }
+        }
+    }};
+}
+
 /// A real SMTP server: Debian's python3-aiosmtpd with its Maildir handler.
 pub struct SmtpServer {
     child: Option<Child>,
@@ -107,6 +131,27 @@ impl SmtpServer {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// SIGSTOP: connections are still taken by the kernel, but nothing
+    /// answers them — a mail server hung, or too slow to matter.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`SmtpServer::freeze`].
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("SMTP server running").id();
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
     }
 
     pub fn url(&self) -> String {
@@ -582,31 +627,11 @@ impl Desk {
     /// The audit log as the desk wrote it, oldest first: (actor, action,
     /// subject, detail), read from its database.
     pub async fn audit_events(&self) -> Vec<(String, String, String, Value)> {
-        use sqlx::Row;
-        const QUERY: &str = "SELECT actor, action, subject, detail FROM audit_events ORDER BY id";
-        let rows: Vec<(String, String, String, String)> = match &self.database {
-            Some(db) => {
-                let mut c = db.connect().await;
-                sqlx::query(QUERY)
-                    .fetch_all(&mut c)
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-                    .collect()
-            }
-            None => {
-                let opts = sqlx::sqlite::SqliteConnectOptions::new()
-                    .filename(self.path("certdesk.db"))
-                    .read_only(true);
-                let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
-                let rows = sqlx::query(QUERY).fetch_all(&pool).await.unwrap();
-                pool.close().await;
-                rows.iter()
-                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-                    .collect()
-            }
-        };
+        let rows: Vec<(String, String, String, String)> = rows!(
+            self,
+            "SELECT actor, action, subject, detail FROM audit_events ORDER BY id",
+            |r| (r.get(0), r.get(1), r.get(2), r.get(3))
+        );
         rows.into_iter()
             .map(|(actor, action, subject, detail)| {
                 (
@@ -617,6 +642,16 @@ impl Desk {
                 )
             })
             .collect()
+    }
+
+    /// Jobs in the desk's queue that a desk holds the lease of.
+    pub async fn leased_jobs(&self) -> i64 {
+        let n: Vec<i64> = rows!(
+            self,
+            "SELECT COUNT(*) FROM jobs WHERE locked_until IS NOT NULL",
+            |r| r.get(0)
+        );
+        n[0]
     }
 
     /// Everything the desk's database holds, as (where, bytes): on SQLite the
