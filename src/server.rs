@@ -123,6 +123,19 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    // Jobs still waiting in memory for a slot will not run here: free their
+    // leases, so that another desk sharing the queue, or this one started
+    // again, runs them now rather than when the leases run out.
+    let waiting = desk.handoff.drain();
+    if !waiting.is_empty() {
+        match desk.store.release_leases(&waiting).await {
+            Ok(n) => tracing::info!(jobs = n, "jobs not started are left to the queue"),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "could not free the leases of jobs not started; they run when the leases run out"
+            ),
+        }
+    }
     tracing::info!("certdesk stopped");
     Ok(())
 }

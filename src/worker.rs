@@ -102,6 +102,13 @@ impl<J> Handoff<J> {
         })
     }
 
+    /// Every job waiting, taken out: the ids of jobs this desk will not run
+    /// (it is stopping).
+    pub fn drain(&self) -> Vec<i64> {
+        let mut w = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        w.jobs.drain(..).map(|h| h.job_id).collect()
+    }
+
     /// The oldest job waiting that is still safe to run from here.
     pub fn take(&self) -> Option<(J, i64)> {
         let mut w = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -672,6 +679,16 @@ mod tests {
             w.jobs[0].since = long_ago;
         }
         assert_eq!(handoff.take(), Some((2, 2)), "the stale job is skipped");
+        assert_eq!(handoff.take(), None);
+    }
+
+    #[test]
+    fn stopping_takes_every_waiting_job_out_for_its_lease_to_be_freed() {
+        let handoff = Handoff::<u32>::default();
+        for i in 0..3 {
+            handoff.reserve().unwrap().fill(i, i as i64 + 10);
+        }
+        assert_eq!(handoff.drain(), vec![10, 11, 12]);
         assert_eq!(handoff.take(), None);
     }
 }

@@ -313,6 +313,10 @@ pub trait JobQueue: Send + Sync {
     async fn next_due_in_ms(&self) -> StoreResult<Option<i64>>;
     /// Frees leases held by a process that is gone (single-instance backends).
     async fn release_all_leases(&self) -> StoreResult<u64>;
+    /// Frees this desk's leases on jobs it will not run after all (it is
+    /// stopping), as if they had never been taken: due at once, for any
+    /// desk, their attempt not counted.
+    async fn release_leases(&self, job_ids: &[i64]) -> StoreResult<u64>;
 }
 
 /// An imported certificate (the certificate store), without its key.

@@ -1357,6 +1357,20 @@ impl JobQueue for PgStore {
         .rows_affected();
         Ok(freed)
     }
+
+    async fn release_leases(&self, job_ids: &[i64]) -> StoreResult<u64> {
+        let freed = sqlx::query(
+            "UPDATE jobs SET locked_until = NULL, locked_by = NULL,
+                             attempts = GREATEST(attempts - 1, 0)
+             WHERE id = ANY($1) AND locked_by = $2",
+        )
+        .bind(job_ids)
+        .bind(self.instance)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(freed)
+    }
 }
 
 #[async_trait]
@@ -2105,6 +2119,27 @@ mod tests {
             .expect("once the lease ran out");
         assert_eq!((again.id, again.kind), (queued[0], JobKind::SendEmail));
         assert_eq!(again.attempts, 2, "the leased run counted as one");
+        other.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_job_leased_but_not_run_is_given_back_due_and_its_attempt_uncounted() {
+        let db = TestDb::new().await;
+        let store = &db.store;
+        let (_, user) = account_with_user(store, "acme").await;
+        let order = new_order(&user, &["www.example.com"], now_ms(), OrderState::Submitted);
+        insert(store, &order).await;
+        let submit = store.claim(60_000).await.unwrap().expect("the submit job");
+        let mut update = issued(&order, submit.id, OrderState::Submitted);
+        update.jobs = vec![NewJob::send_email("request-1").leased(60_000)];
+        let queued = store.update_order(&update).await.unwrap().expect("applied");
+        // Another desk cannot give back what it does not hold.
+        let other = PgStore::connect(&db.url()).await.unwrap();
+        assert_eq!(other.release_leases(&queued).await.unwrap(), 0);
+        // This desk stops before running it: any desk may take it at once.
+        assert_eq!(store.release_leases(&queued).await.unwrap(), 1);
+        let again = other.claim(60_000).await.unwrap().expect("due at once");
+        assert_eq!((again.id, again.attempts), (queued[0], 1));
         other.close().await;
     }
 

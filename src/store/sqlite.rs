@@ -1080,6 +1080,25 @@ impl JobQueue for SqliteStore {
             .await?;
         Ok(n as u64)
     }
+
+    async fn release_leases(&self, job_ids: &[i64]) -> StoreResult<u64> {
+        let ids = job_ids.to_vec();
+        let n = self
+            .db
+            .write(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "UPDATE jobs SET locked_until = NULL, attempts = MAX(attempts - 1, 0)
+                     WHERE id = ? AND locked_until IS NOT NULL",
+                )?;
+                let mut n = 0;
+                for id in ids {
+                    n += stmt.execute([id])?;
+                }
+                Ok::<_, StoreError>(n)
+            })
+            .await?;
+        Ok(n as u64)
+    }
 }
 
 #[async_trait]
@@ -1658,6 +1677,24 @@ mod tests {
         update.done_job = None;
         update.from = vec![OrderState::Issued];
         assert_eq!(store.update_order(&update).await.unwrap(), Some(vec![]));
+    }
+
+    #[tokio::test]
+    async fn a_job_leased_but_not_run_is_given_back_due_and_its_attempt_uncounted() {
+        let (_dir, store, order) = store_with_order().await;
+        let submit = store.claim(60_000).await.unwrap().expect("the submit job");
+        let mut update = issued(&order, submit.id, OrderState::Submitted);
+        update.jobs = vec![NewJob::send_email("request-1").leased(60_000)];
+        let queued = store.update_order(&update).await.unwrap().expect("applied");
+        // The desk stops before running it.
+        assert_eq!(store.release_leases(&queued).await.unwrap(), 1);
+        let again = store.claim(60_000).await.unwrap().expect("due at once");
+        assert_eq!((again.id, again.attempts), (queued[0], 1));
+        assert_eq!(
+            store.release_leases(&[again.id + 1000]).await.unwrap(),
+            0,
+            "no such job"
+        );
     }
 
     #[tokio::test]

@@ -75,6 +75,17 @@ async fn a_resend_accepted_before_a_crash_is_delivered_exactly_once_after_restar
 /// they wait, the desk loses none: started again, it sends each once.
 #[tokio::test]
 async fn resends_waiting_behind_a_hung_mail_server_survive_a_crash_and_go_out_once() {
+    resends_waiting_behind_a_hung_mail_server(false).await;
+}
+
+/// Stopped by SIGTERM instead, the desk gives back the leases of the jobs
+/// it had not started, for any desk to take at once.
+#[tokio::test]
+async fn a_desk_stopping_gives_back_the_resends_it_had_not_started() {
+    resends_waiting_behind_a_hung_mail_server(true).await;
+}
+
+async fn resends_waiting_behind_a_hung_mail_server(graceful: bool) {
     let smtp = SmtpServer::start();
     let mut desk = Desk::start(
         Some(&smtp),
@@ -91,6 +102,7 @@ async fn resends_waiting_behind_a_hung_mail_server_survive_a_crash_and_go_out_on
     // Every send from here on hangs, holding its slot.
     smtp.freeze();
     const RESENDS: usize = 24;
+    const SLOTS: usize = 16;
     let resend = format!("/api/v1/orders/{id}/fulfillment-email");
     let mut requests = Vec::new();
     for _ in 0..RESENDS {
@@ -101,7 +113,16 @@ async fn resends_waiting_behind_a_hung_mail_server_survive_a_crash_and_go_out_on
     // Sixteen are being sent, the rest wait: every job held by this desk,
     // none left for a claim (which the busy workers could not make).
     assert_eq!(desk.leased_jobs().await, RESENDS as i64);
-    desk.kill();
+    if graceful {
+        desk.terminate();
+        assert_eq!(
+            desk.leased_jobs().await,
+            SLOTS as i64,
+            "only the sends under way keep their leases"
+        );
+    } else {
+        desk.kill();
+    }
 
     smtp.thaw();
     desk.restart().await;

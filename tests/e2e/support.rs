@@ -475,6 +475,26 @@ impl Desk {
         }
     }
 
+    /// SIGTERM: the desk stops as an operator stops it, and has exited when
+    /// this returns.
+    pub fn terminate(&mut self) {
+        let mut c = self.child.take().expect("the desk is running");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while c.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the desk did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "kill the desk first");
         self.spawn();
