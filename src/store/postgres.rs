@@ -2088,10 +2088,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_job_leased_as_it_is_queued_is_this_desks_until_it_is_gone() {
-        let db = TestDb::new().await;
-        let store = &db.store;
+    /// An order issued, its fulfillment email's job written leased to this
+    /// desk: the update, and the ids of the jobs it queued.
+    async fn issued_with_a_leased_email(store: &PgStore) -> (OrderUpdate, Vec<i64>) {
         let (_, user) = account_with_user(store, "acme").await;
         let order = new_order(&user, &["www.example.com"], now_ms(), OrderState::Submitted);
         insert(store, &order).await;
@@ -2099,6 +2098,14 @@ mod tests {
         let mut update = issued(&order, submit.id, OrderState::Submitted);
         update.jobs = vec![NewJob::send_email("request-1").leased(60_000)];
         let queued = store.update_order(&update).await.unwrap().expect("applied");
+        (update, queued)
+    }
+
+    #[tokio::test]
+    async fn a_job_leased_as_it_is_queued_is_this_desks_until_it_is_gone() {
+        let db = TestDb::new().await;
+        let store = &db.store;
+        let (mut update, queued) = issued_with_a_leased_email(store).await;
         assert_eq!(queued.len(), 1, "its id comes back");
         assert!(
             store.claim(60_000).await.unwrap().is_none(),
@@ -2126,13 +2133,7 @@ mod tests {
     async fn a_job_leased_but_not_run_is_given_back_due_and_its_attempt_uncounted() {
         let db = TestDb::new().await;
         let store = &db.store;
-        let (_, user) = account_with_user(store, "acme").await;
-        let order = new_order(&user, &["www.example.com"], now_ms(), OrderState::Submitted);
-        insert(store, &order).await;
-        let submit = store.claim(60_000).await.unwrap().expect("the submit job");
-        let mut update = issued(&order, submit.id, OrderState::Submitted);
-        update.jobs = vec![NewJob::send_email("request-1").leased(60_000)];
-        let queued = store.update_order(&update).await.unwrap().expect("applied");
+        let (_, queued) = issued_with_a_leased_email(store).await;
         // Another desk cannot give back what it does not hold.
         let other = PgStore::connect(&db.url()).await.unwrap();
         assert_eq!(other.release_leases(&queued).await.unwrap(), 0);

@@ -59,15 +59,7 @@ async fn a_resend_accepted_before_a_crash_is_delivered_exactly_once_after_restar
     desk.wait_emails_sent(&id, 3).await;
     // Give a duplicate every chance to show up before counting.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let mails = smtp.messages();
-    for request in [&tried_id, &fresh_id] {
-        let n = mails
-            .iter()
-            .filter(|m| m.message_id.contains(request.as_str()))
-            .count();
-        assert_eq!(n, 1, "request {request} delivered {n} times");
-    }
-    assert_eq!(mails.iter().filter(|m| m.is_fulfillment()).count(), 3);
+    smtp.assert_each_sent_once(&[tried_id, fresh_id], 3);
 }
 
 /// Resends beyond the jobs the desk runs at once (16) wait for a free slot
@@ -129,18 +121,7 @@ async fn resends_waiting_behind_a_hung_mail_server(graceful: bool) {
     desk.wait_emails_sent(&id, RESENDS + 1).await;
     // Give a duplicate every chance to show up before counting.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let mails = smtp.messages();
-    for request in &requests {
-        let n = mails
-            .iter()
-            .filter(|m| m.message_id.contains(request.as_str()))
-            .count();
-        assert_eq!(n, 1, "request {request} delivered {n} times");
-    }
-    assert_eq!(
-        mails.iter().filter(|m| m.is_fulfillment()).count(),
-        RESENDS + 1
-    );
+    smtp.assert_each_sent_once(&requests, RESENDS + 1);
 }
 
 /// A listener that greets every connection with `reply` and hangs up: a

@@ -427,18 +427,7 @@ async fn a_burst_of_resends_is_each_delivered_once_and_shown_sent() {
     smtp.wait_for(RESENDS + 1, |m| m.is_fulfillment()).await;
     // Nothing more arrives: no request was sent twice.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let mails = smtp.messages();
-    for request in &requests {
-        let n = mails
-            .iter()
-            .filter(|m| m.message_id.contains(request.as_str()))
-            .count();
-        assert_eq!(n, 1, "request {request} delivered {n} times");
-    }
-    assert_eq!(
-        mails.iter().filter(|m| m.is_fulfillment()).count(),
-        RESENDS + 1
-    );
+    smtp.assert_each_sent_once(&requests, RESENDS + 1);
     let o = desk.wait_emails_sent(&id, RESENDS + 1).await;
     assert_eq!(o["email_requests"].as_array().unwrap().len(), RESENDS + 1);
 }

@@ -133,6 +133,23 @@ impl SmtpServer {
         }
     }
 
+    /// Each request's message arrived exactly once (matched by the
+    /// request id in its Message-ID), and `fulfillment` of them in all.
+    pub fn assert_each_sent_once(&self, requests: &[String], fulfillment: usize) {
+        let mails = self.messages();
+        for request in requests {
+            let n = mails
+                .iter()
+                .filter(|m| m.message_id.contains(request.as_str()))
+                .count();
+            assert_eq!(n, 1, "request {request} delivered {n} times");
+        }
+        assert_eq!(
+            mails.iter().filter(|m| m.is_fulfillment()).count(),
+            fulfillment
+        );
+    }
+
     /// SIGSTOP: connections are still taken by the kernel, but nothing
     /// answers them — a mail server hung, or too slow to matter.
     pub fn freeze(&self) {
