@@ -1270,11 +1270,31 @@ impl EmailRequestStore for PgStore {
 }
 
 /// The earliest job a worker could claim now or later, leased ones left out
-/// (a lease runs for minutes; idle workers look again within a second). The
-/// planner answers MIN(run_at) by walking the run_at index to the first such
-/// job, not by scanning the queue.
-const NEXT_DUE: &str =
-    "SELECT MIN(run_at) FROM jobs WHERE locked_until IS NULL OR locked_until < $1";
+/// (a lease runs for minutes; idle workers look again within a second): the
+/// first entry of the free jobs' index, and the few leases run out. Neither
+/// scans the queue, however many jobs wait to be retried or sit leased.
+const NEXT_DUE: &str = "SELECT LEAST(
+       (SELECT MIN(run_at) FROM jobs WHERE locked_until IS NULL),
+       (SELECT MIN(run_at) FROM jobs WHERE locked_until < $1))";
+
+/// The first due job in (run_at, id) order among the free ones and those
+/// whose lease ran out, each side read from its own index (`jobs_free`,
+/// `jobs_leased`): the jobs leased and still running are never walked, and
+/// with the handoff (`worker::Handoff`) a thousand may be. SKIP LOCKED passes
+/// over rows another claimer has locked, so claimers of several desks
+/// neither wait for each other nor get the same job; each side locks its
+/// candidate (FOR UPDATE cannot apply to a UNION), and the one not taken is
+/// let go at the end of the statement's transaction.
+const CLAIM: &str = "WITH free AS (
+         SELECT id, run_at FROM jobs WHERE locked_until IS NULL AND run_at <= $2
+         ORDER BY run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED),
+     lost AS (
+         SELECT id, run_at FROM jobs WHERE locked_until < $2 AND run_at <= $2
+         ORDER BY run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+     UPDATE jobs SET locked_until = $1, locked_by = $3, attempts = attempts + 1
+     WHERE id = (SELECT id FROM (SELECT * FROM free UNION ALL SELECT * FROM lost) c
+                 ORDER BY run_at, id LIMIT 1)
+     RETURNING id, kind, payload, attempts";
 
 #[async_trait]
 impl JobQueue for PgStore {
@@ -1285,27 +1305,19 @@ impl JobQueue for PgStore {
     }
 
     /// The first due job in (run_at, id) order that no other transaction is
-    /// claiming right now: SKIP LOCKED passes over rows another claimer has
-    /// locked, so claimers of several desks neither wait for each other nor
-    /// get the same job. A job whose lease ran out is due again.
+    /// claiming right now (see [`CLAIM`]). A job whose lease ran out is due
+    /// again.
     async fn claim(&self, lease_ms: i64) -> StoreResult<Option<Job>> {
         let now = now_ms();
-        sqlx::query(
-            "UPDATE jobs SET locked_until = $1, locked_by = $3, attempts = attempts + 1
-             WHERE id = (SELECT id FROM jobs
-                         WHERE run_at <= $2 AND (locked_until IS NULL OR locked_until < $2)
-                         ORDER BY run_at, id LIMIT 1
-                         FOR UPDATE SKIP LOCKED)
-             RETURNING id, kind, payload, attempts",
-        )
-        .bind(now + lease_ms)
-        .bind(now)
-        .bind(self.instance)
-        .fetch_optional(&self.relaxed)
-        .await?
-        .as_ref()
-        .map(job_from_row)
-        .transpose()
+        sqlx::query(CLAIM)
+            .bind(now + lease_ms)
+            .bind(now)
+            .bind(self.instance)
+            .fetch_optional(&self.relaxed)
+            .await?
+            .as_ref()
+            .map(job_from_row)
+            .transpose()
     }
 
     async fn complete(&self, job_id: i64) -> StoreResult<()> {
@@ -2308,7 +2320,43 @@ mod tests {
             .fetch_all(&mut *c)
             .await
             .unwrap();
-        assert!(plan.iter().any(|p| p.contains("jobs_due")), "{plan:?}");
+        assert!(plan.iter().any(|p| p.contains("jobs_free")), "{plan:?}");
+    }
+
+    #[tokio::test]
+    async fn a_claim_takes_the_oldest_due_job_and_reads_past_the_running_ones_through_the_indexes()
+    {
+        let db = TestDb::new().await;
+        let store = &db.store;
+        for i in 0..3 {
+            store
+                .enqueue(&NewJob::sync_order(&format!("o-{i}")))
+                .await
+                .unwrap();
+        }
+        let running = store.claim(60_000).await.unwrap().expect("o-0");
+        assert_eq!(running.target, "o-0");
+        // Its lease ran out at once: due again, and older than o-2.
+        let lost = store.claim(-1).await.unwrap().expect("o-1");
+        assert_eq!(lost.target, "o-1");
+        let again = store.claim(60_000).await.unwrap().expect("o-1 again");
+        assert_eq!((again.id, again.attempts), (lost.id, 2));
+        let last = store.claim(60_000).await.unwrap().expect("o-2");
+        assert_eq!(last.target, "o-2");
+        assert!(store.claim(60_000).await.unwrap().is_none(), "all running");
+
+        let mut c = db.pool().acquire().await.unwrap();
+        c.execute("SET enable_seqscan = off").await.unwrap();
+        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {CLAIM}"))
+            .bind(0_i64)
+            .bind(0_i64)
+            .bind(0_i32)
+            .fetch_all(&mut *c)
+            .await
+            .unwrap();
+        for index in ["jobs_free", "jobs_leased"] {
+            assert!(plan.iter().any(|p| p.contains(index)), "{index}: {plan:?}");
+        }
     }
 
     #[tokio::test]

@@ -994,12 +994,29 @@ impl EmailRequestStore for SqliteStore {
 }
 
 /// The earliest job a worker could claim now or later, leased ones left out
-/// (a lease runs for minutes; idle workers look again within a second). A
-/// walk of the run_at index to the first such job, not a scan of the queue:
-/// with a large backlog waiting to be retried, every idle worker asks this
-/// once a second.
-const NEXT_DUE: &str =
-    "SELECT MIN(run_at) FROM jobs WHERE locked_until IS NULL OR locked_until < ?";
+/// (a lease runs for minutes; idle workers look again within a second): the
+/// first entry of the free jobs' index, and the few leases run out. Neither
+/// scans the queue, however many jobs wait to be retried or sit leased.
+const NEXT_DUE: &str = "SELECT MIN(m) FROM (
+       SELECT MIN(run_at) AS m FROM jobs WHERE locked_until IS NULL
+       UNION ALL
+       SELECT MIN(run_at) FROM jobs WHERE locked_until < ?1)";
+
+/// The first due job in (run_at, id) order among the free ones and those
+/// whose lease ran out, each side read from its own index (`jobs_free`,
+/// `jobs_leased`): the jobs leased and still running are never walked, and
+/// with the handoff (`worker::Handoff`) a thousand may be.
+const CLAIM: &str = "UPDATE jobs SET locked_until = ?2, attempts = attempts + 1
+     WHERE id = (SELECT id FROM (
+                   SELECT * FROM (SELECT id, run_at FROM jobs
+                                  WHERE locked_until IS NULL AND run_at <= ?1
+                                  ORDER BY run_at, id LIMIT 1)
+                   UNION ALL
+                   SELECT * FROM (SELECT id, run_at FROM jobs
+                                  WHERE locked_until < ?1 AND run_at <= ?1
+                                  ORDER BY run_at, id LIMIT 1))
+                 ORDER BY run_at, id LIMIT 1)
+     RETURNING id, kind, payload, attempts";
 
 #[async_trait]
 impl JobQueue for SqliteStore {
@@ -1014,25 +1031,15 @@ impl JobQueue for SqliteStore {
         self.db
             .write(move |c| {
                 let now = now_ms();
-                one(
-                    c,
-                    "UPDATE jobs SET locked_until = ?, attempts = attempts + 1
-                     WHERE id = (SELECT id FROM jobs
-                                 WHERE run_at <= ? AND (locked_until IS NULL OR locked_until < ?)
-                                 ORDER BY run_at, id LIMIT 1)
-                     RETURNING id, kind, payload, attempts",
-                    params![now + lease_ms, now, now],
-                    |r| {
-                        let kind: String = r.get(1)?;
-                        Ok(Job {
-                            id: r.get(0)?,
-                            kind: JobKind::parse(&kind)
-                                .ok_or_else(|| corrupt("job kind", &kind))?,
-                            target: r.get(2)?,
-                            attempts: r.get::<_, i64>(3)? as u32,
-                        })
-                    },
-                )
+                one(c, CLAIM, params![now, now + lease_ms], |r| {
+                    let kind: String = r.get(1)?;
+                    Ok(Job {
+                        id: r.get(0)?,
+                        kind: JobKind::parse(&kind).ok_or_else(|| corrupt("job kind", &kind))?,
+                        target: r.get(2)?,
+                        attempts: r.get::<_, i64>(3)? as u32,
+                    })
+                })
             })
             .await
     }
@@ -1749,8 +1756,48 @@ mod tests {
             .await
             .unwrap();
         assert!(
-            plan.iter().any(|p| p.contains("USING INDEX jobs_due")),
+            plan.iter().any(|p| p.contains("USING INDEX jobs_free")),
             "{plan:?}"
         );
+        assert!(!plan.iter().any(|p| p.starts_with("SCAN jobs")), "{plan:?}");
+    }
+
+    #[tokio::test]
+    async fn a_claim_takes_the_oldest_due_job_and_reads_past_the_running_ones_through_the_indexes()
+    {
+        let (_dir, store, _order) = store_with_order().await;
+        store.claim(60_000).await.unwrap().expect("the submit job");
+        for i in 0..3 {
+            store
+                .enqueue(&NewJob::sync_order(&format!("o-{i}")))
+                .await
+                .unwrap();
+        }
+        let running = store.claim(60_000).await.unwrap().expect("o-0");
+        assert_eq!(running.target, "o-0");
+        // Its lease ran out at once: due again, and older than o-2.
+        let lost = store.claim(-1).await.unwrap().expect("o-1");
+        assert_eq!(lost.target, "o-1");
+        let again = store.claim(60_000).await.unwrap().expect("o-1 again");
+        assert_eq!((again.id, again.attempts), (lost.id, 2));
+        assert_eq!(
+            store.claim(60_000).await.unwrap().expect("o-2").target,
+            "o-2"
+        );
+        assert!(store.claim(60_000).await.unwrap().is_none(), "all running");
+
+        let plan: Vec<String> = store
+            .db
+            .read(|c| {
+                let mut s = c.prepare(&format!("EXPLAIN QUERY PLAN {CLAIM}"))?;
+                let rows = s.query_map([0, 0], |r| r.get::<_, String>(3))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await
+            .unwrap();
+        for index in ["jobs_free", "jobs_leased"] {
+            assert!(plan.iter().any(|p| p.contains(index)), "{index}: {plan:?}");
+        }
+        assert!(!plan.iter().any(|p| p.starts_with("SCAN jobs")), "{plan:?}");
     }
 }
