@@ -466,3 +466,38 @@ pub fn from_ms(ms: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
+
+/// Checks both stores run alike, called from each store's tests.
+#[cfg(test)]
+pub(crate) mod shared_tests {
+    use super::*;
+
+    /// Enqueues sync jobs for orders `prefix-0` to `prefix-{n-1}`, in order.
+    pub(crate) async fn enqueue_syncs(queue: &dyn JobQueue, prefix: &str, n: usize) {
+        for i in 0..n {
+            queue
+                .enqueue(&NewJob::sync_order(&format!("{prefix}-{i}")))
+                .await
+                .unwrap();
+        }
+    }
+
+    /// With every job already in the queue leased, a claim takes the oldest
+    /// due job among the free ones and those whose lease ran out, then
+    /// nothing once all run.
+    pub(crate) async fn a_claim_takes_the_oldest_due_job_past_the_running_ones(
+        queue: &dyn JobQueue,
+    ) {
+        enqueue_syncs(queue, "o", 3).await;
+        let running = queue.claim(60_000).await.unwrap().expect("o-0");
+        assert_eq!(running.target, "o-0");
+        // Its lease ran out at once: due again, and older than o-2.
+        let lost = queue.claim(-1).await.unwrap().expect("o-1");
+        assert_eq!(lost.target, "o-1");
+        let again = queue.claim(60_000).await.unwrap().expect("o-1 again");
+        assert_eq!((again.id, again.attempts), (lost.id, 2));
+        let last = queue.claim(60_000).await.unwrap().expect("o-2");
+        assert_eq!(last.target, "o-2");
+        assert!(queue.claim(60_000).await.unwrap().is_none(), "all running");
+    }
+}

@@ -2328,22 +2328,7 @@ mod tests {
     {
         let db = TestDb::new().await;
         let store = &db.store;
-        for i in 0..3 {
-            store
-                .enqueue(&NewJob::sync_order(&format!("o-{i}")))
-                .await
-                .unwrap();
-        }
-        let running = store.claim(60_000).await.unwrap().expect("o-0");
-        assert_eq!(running.target, "o-0");
-        // Its lease ran out at once: due again, and older than o-2.
-        let lost = store.claim(-1).await.unwrap().expect("o-1");
-        assert_eq!(lost.target, "o-1");
-        let again = store.claim(60_000).await.unwrap().expect("o-1 again");
-        assert_eq!((again.id, again.attempts), (lost.id, 2));
-        let last = store.claim(60_000).await.unwrap().expect("o-2");
-        assert_eq!(last.target, "o-2");
-        assert!(store.claim(60_000).await.unwrap().is_none(), "all running");
+        shared_tests::a_claim_takes_the_oldest_due_job_past_the_running_ones(store.as_ref()).await;
 
         let mut c = db.pool().acquire().await.unwrap();
         c.execute("SET enable_seqscan = off").await.unwrap();
@@ -2362,12 +2347,7 @@ mod tests {
     #[tokio::test]
     async fn a_dead_desks_leases_are_freed_when_a_desk_starts_and_a_live_desks_are_kept() {
         let db = TestDb::new().await;
-        for i in 0..2 {
-            db.store
-                .enqueue(&NewJob::sync_order(&format!("o-{i}")))
-                .await
-                .unwrap();
-        }
+        shared_tests::enqueue_syncs(db.store.as_ref(), "o", 2).await;
         // Two desks on one database, each working on a job.
         let live = &db.store;
         let dying = PgStore::connect(&db.url()).await.unwrap();
@@ -2407,12 +2387,7 @@ mod tests {
     async fn claimers_skip_a_job_another_is_claiming_and_never_share_one() {
         let db = TestDb::new().await;
         let store = &db.store;
-        for i in 0..3 {
-            store
-                .enqueue(&NewJob::sync_order(&format!("o-{i}")))
-                .await
-                .unwrap();
-        }
+        shared_tests::enqueue_syncs(store.as_ref(), "o", 3).await;
         // Another desk's claim, caught between its lock and its commit.
         let mut other = db.pool().begin().await.unwrap();
         let first: i64 =
@@ -2431,12 +2406,7 @@ mod tests {
         assert_eq!(job.id, first);
 
         // Many claimers at once: every job once, none twice.
-        for i in 0..200 {
-            store
-                .enqueue(&NewJob::sync_order(&format!("p-{i}")))
-                .await
-                .unwrap();
-        }
+        shared_tests::enqueue_syncs(store.as_ref(), "p", 200).await;
         let mut tasks = Vec::new();
         for _ in 0..8 {
             let store = db.store.clone();

@@ -1767,24 +1767,7 @@ mod tests {
     {
         let (_dir, store, _order) = store_with_order().await;
         store.claim(60_000).await.unwrap().expect("the submit job");
-        for i in 0..3 {
-            store
-                .enqueue(&NewJob::sync_order(&format!("o-{i}")))
-                .await
-                .unwrap();
-        }
-        let running = store.claim(60_000).await.unwrap().expect("o-0");
-        assert_eq!(running.target, "o-0");
-        // Its lease ran out at once: due again, and older than o-2.
-        let lost = store.claim(-1).await.unwrap().expect("o-1");
-        assert_eq!(lost.target, "o-1");
-        let again = store.claim(60_000).await.unwrap().expect("o-1 again");
-        assert_eq!((again.id, again.attempts), (lost.id, 2));
-        assert_eq!(
-            store.claim(60_000).await.unwrap().expect("o-2").target,
-            "o-2"
-        );
-        assert!(store.claim(60_000).await.unwrap().is_none(), "all running");
+        shared_tests::a_claim_takes_the_oldest_due_job_past_the_running_ones(&store).await;
 
         let plan: Vec<String> = store
             .db
