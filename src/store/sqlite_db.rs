@@ -42,7 +42,7 @@ const STATEMENT_CACHE: usize = 128;
 /// copies what is left and syncs the WAL and the database file on the writer
 /// thread, which every write waits on. Issuing certificates writes some 20
 /// pages each: at 1,000 perf trace counted 54 fsyncs on the writer in 2 s
-/// of the issuance benchmark, at 10,000 (a WAL of at most 41 MB) 15. In
+/// of the issuance benchmark, at 10,000 (a WAL of about 41 MB) 15. In
 /// five alternating pairs of runs issuance rose from a median of 2,011 to
 /// 2,292 certificates/s and resends accepted from 5,590 to 7,530/s; 30,000
 /// did no better than 10,000 in three pairs (docs/PERFORMANCE.md).
@@ -150,7 +150,7 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     // writes (a restart needs a moment when everything in it is copied):
     // it grew past 1 GB in a 20-second benchmark. How often: see
     // WAL_AUTOCHECKPOINT_PAGES. A restart writes the WAL again from its
-    // beginning and keeps the file (up to 41 MB at that many pages);
+    // beginning and keeps the file (about 41 MB at that many pages);
     // journal_size_limit cuts it back to 64 MB should it grow past.
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
@@ -477,9 +477,10 @@ mod tests {
         let db = Arc::new(db);
         let wal = dir.path().join("t.db-wal");
         let mut largest = 0;
-        // 4,000 writes of 8 KiB, four at a time, with reads in between:
-        // about 40 MB of WAL if it never restarted.
-        for round in 0..1000 {
+        // 12,000 writes of 8 KiB, four at a time, with reads in between:
+        // 150 MB of WAL if it never restarted, more than three times what
+        // the writer's own checkpoint lets it reach.
+        for round in 0..3000 {
             let mut tasks = Vec::new();
             for j in 0..4 {
                 let db = db.clone();
@@ -502,9 +503,13 @@ mod tests {
                 .unwrap();
             largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
         }
-        assert!(
-            largest < 16 * 1024 * 1024,
-            "the WAL grew to {largest} bytes"
-        );
+        // A WAL frame is a 24-byte header and a 4 KiB page. The writer's
+        // checkpoint gives way while the checkpointer thread is at work and
+        // is tried again at the next commit, so the WAL passes the
+        // threshold by what those commits add (44 MB seen, 41 MB the
+        // threshold, more on a slow disk): twice the threshold is room
+        // enough, and half the 150 MB it reaches without restarts.
+        let bound = WAL_AUTOCHECKPOINT_PAGES as u64 * 2 * (24 + 4096);
+        assert!(largest <= bound, "the WAL grew to {largest} bytes");
     }
 }
