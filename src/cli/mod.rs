@@ -322,8 +322,23 @@ enum CliError {
     #[error(transparent)]
     Client(#[from] ClientError),
     /// With its causes: "cannot open the database in d: <why>".
-    #[error("{0:#}")]
+    #[error("{}", with_causes(.0))]
     Other(#[from] anyhow::Error),
+}
+
+/// The error and its causes, "a: b: c", leaving out a cause whose text the
+/// message already carries: many of the desk's errors quote their source
+/// ("database error: {0}"), and `{:#}` would print it twice.
+fn with_causes(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 impl From<ServiceError> for CliError {
@@ -995,4 +1010,32 @@ fn confirm(question: &str) -> Result<bool, CliError> {
         line.trim().to_ascii_lowercase().as_str(),
         "y" | "yes"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_quoting_its_cause_shows_the_cause_once() {
+        let missing = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(crate::crypto::CryptoError::KeyFile {
+            path: "data/master.key".into(),
+            source: missing,
+        })
+        .context("cannot start");
+        assert_eq!(
+            CliError::from(e).to_string(),
+            "cannot start: master key file data/master.key: no such file"
+        );
+    }
+
+    #[test]
+    fn an_error_not_quoting_its_cause_is_followed_by_it() {
+        let e = anyhow::anyhow!("connection refused").context("cannot open the database");
+        assert_eq!(
+            CliError::from(e).to_string(),
+            "cannot open the database: connection refused"
+        );
+    }
 }
