@@ -104,33 +104,55 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects (a pool) and brings the schema up to date with
-    /// migrations/postgres. sqlx holds an advisory lock while it migrates, so
-    /// desks starting together migrate once.
+    /// Connects and brings the schema up to date with migrations/postgres.
+    /// sqlx holds an advisory lock while it migrates, so desks starting
+    /// together migrate once.
+    ///
+    /// The first connection is made on its own, not through a pool: a
+    /// server that refuses it or cannot be reached is reported at once with
+    /// its reason, where a pool retries until its acquire timeout (30 s) and
+    /// then names only the timeout. That connection migrates and then holds
+    /// the presence lock. While it migrates, one connection of each pool
+    /// opens beside it: a server process takes a few milliseconds to start
+    /// (more on a busy server), and the desk's first statements (the first
+    /// administrator looked up on `reads`, the leases of a previous run
+    /// freed on `relaxed`) no longer wait for theirs one after another
+    /// (docs/PERFORMANCE.md, *The start's round trips overlapped*).
     pub async fn connect(url: &str) -> StoreResult<PgStore> {
+        use sqlx::ConnectOptions;
+        let options: sqlx::postgres::PgConnectOptions = url.parse()?;
+        let mut first = options.connect().await?;
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
-            .connect(url)
-            .await?;
-        if let Err(e) = sqlx::migrate!("./migrations/postgres").run(&pool).await {
-            pool.close().await;
-            return Err(e.into());
-        }
+            .connect_lazy_with(options.clone());
         let relaxed = PgPoolOptions::new()
             .max_connections(RELAXED_POOL_SIZE)
             .min_connections(0)
-            .connect_lazy_with(
-                (*pool.connect_options())
-                    .clone()
-                    .options([("synchronous_commit", "off")]),
-            );
+            .connect_lazy_with(options.clone().options([("synchronous_commit", "off")]));
         let reads = PgPoolOptions::new()
             .max_connections(READ_POOL_SIZE)
             .min_connections(0)
-            .connect_lazy_with((*pool.connect_options()).clone());
-        let (instance, presence) = match take_presence_lock(&pool).await {
-            Ok(taken) => taken,
+            .connect_lazy_with(options);
+        let store = async {
+            sqlx::migrate!("./migrations/postgres")
+                .run(&mut first)
+                .await?;
+            take_presence_lock(&mut first).await
+        };
+        let warmed = async {
+            tokio::try_join!(
+                open_one(pool.clone()),
+                open_one(reads.clone()),
+                open_one(relaxed.clone())
+            )
+        };
+        let (instance, warmed) = tokio::join!(store, warmed);
+        let opened = instance.and_then(|i| warmed.map(|_| i).map_err(StoreError::from));
+        let instance = match opened {
+            Ok(i) => i,
             Err(e) => {
+                relaxed.close().await;
+                reads.close().await;
                 pool.close().await;
                 return Err(e);
             }
@@ -140,7 +162,7 @@ impl PgStore {
             reads,
             relaxed,
             instance,
-            _presence: tokio::sync::Mutex::new(presence),
+            _presence: tokio::sync::Mutex::new(first),
         })
     }
 
@@ -168,21 +190,24 @@ impl PgStore {
     }
 }
 
-/// A connection of its own holding an advisory lock on a fresh instance
-/// number, for as long as this desk runs.
-async fn take_presence_lock(pool: &PgPool) -> StoreResult<(i32, PgConnection)> {
-    use sqlx::ConnectOptions;
-    let mut c = pool.connect_options().connect().await?;
+/// Opens a connection of `pool`'s, left there idle.
+async fn open_one(pool: PgPool) -> Result<(), sqlx::Error> {
+    pool.acquire().await.map(drop)
+}
+
+/// Takes an advisory lock on a fresh instance number on `c`, held for as
+/// long as `c` stays open (for as long as this desk runs).
+async fn take_presence_lock(c: &mut PgConnection) -> StoreResult<i32> {
     loop {
         // Positive, so it reads the same through pg_locks' unsigned columns.
         let instance = rand::Rng::gen_range(&mut rand::thread_rng(), 1..i32::MAX);
         let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
             .bind(PRESENCE_LOCK)
             .bind(instance)
-            .fetch_one(&mut c)
+            .fetch_one(&mut *c)
             .await?;
         if taken {
-            return Ok((instance, c));
+            return Ok(instance);
         }
     }
 }

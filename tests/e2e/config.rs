@@ -209,4 +209,6 @@ async fn an_unreachable_postgres_stops_the_desk_saying_where_but_not_the_passwor
         "{err}"
     );
     assert!(!err.contains("hunter2"), "the password stays out: {err}");
+    // The reason, once: not a pool's timeout after 30 s.
+    assert_eq!(err.matches("refused").count(), 1, "{err}");
 }
