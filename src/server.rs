@@ -25,6 +25,8 @@ pub async fn open_store(
     data_dir: &Path,
     database_url: Option<&str>,
 ) -> anyhow::Result<Arc<dyn Store>> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data folder {}", data_dir.display()))?;
     if let Some(url) = database_url {
         let shown = crate::config::redact_url(url);
         let store = PgStore::connect(url)
@@ -33,8 +35,6 @@ pub async fn open_store(
         tracing::info!("database: PostgreSQL at {shown}");
         return Ok(Arc::new(store));
     }
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create the data folder {}", data_dir.display()))?;
     let store = SqliteStore::open(&data_dir.join(DB_FILE))
         .await
         .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
@@ -43,36 +43,55 @@ pub async fn open_store(
 
 pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     let data = &settings.data_dir;
-    let store = open_store(data, settings.database_url.as_deref()).await?;
-    let keys = Arc::new(Keyring::load(
-        std::env::var("CERTDESK_MASTER_KEY").ok().as_deref(),
-        data,
-    )?);
-
-    let mailer = match &settings.smtp_url {
-        Some(url) => Mailer::smtp(url, &settings.mail_from)?,
-        None => Mailer::outbox(&data.join("outbox"), &settings.mail_from)?,
-    };
-    tracing::info!("mail goes to the {}", mailer.describe());
-    if settings.smtp_url.is_none() {
-        tracing::info!("no SMTP server configured (--smtp-url): every message is written as an .eml file instead");
-    }
-    let mailer = Arc::new(mailer);
+    // The database and the built-in CA (its keys, its ledger: files in the
+    // data folder) open side by side; neither needs the other. The CA
+    // opens on a task of its own, as part of that is work done on the
+    // thread that polls it (reading and unsealing keys), which would hold
+    // up the database's round trips on a shared task. The data folder is
+    // made first, for both.
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("cannot create the data folder {}", data.display()))?;
+    let ca = tokio::spawn({
+        let settings = settings.clone();
+        async move {
+            let data = &settings.data_dir;
+            let keys = Arc::new(Keyring::load(
+                std::env::var("CERTDESK_MASTER_KEY").ok().as_deref(),
+                data,
+            )?);
+            let mailer = match &settings.smtp_url {
+                Some(url) => Mailer::smtp(url, &settings.mail_from)?,
+                None => Mailer::outbox(&data.join("outbox"), &settings.mail_from)?,
+            };
+            tracing::info!("mail goes to the {}", mailer.describe());
+            if settings.smtp_url.is_none() {
+                tracing::info!("no SMTP server configured (--smtp-url): every message is written as an .eml file instead");
+            }
+            let mailer = Arc::new(mailer);
+            let builtin = BuiltinCa::open(
+                &data.join("ca"),
+                keys.clone(),
+                BuiltinConfig {
+                    validation: settings.validation,
+                    max_days: settings.max_days,
+                    allow_ed25519: settings.allow_ed25519,
+                    public_url: settings.public_url.clone(),
+                    name: settings.ca_name.clone(),
+                },
+                mailer.clone(),
+            )
+            .await?;
+            anyhow::Ok((keys, mailer, builtin))
+        }
+    });
+    // Both run to their end: the store's error, if any, is the one
+    // reported, as when the store opened first.
+    let store = open_store(data, settings.database_url.as_deref()).await;
+    let ca = ca.await.context("opening the built-in CA")?;
+    let store = store?;
+    let (keys, mailer, builtin) = ca?;
     let message_id_domain = mailer.from().email.domain().to_string();
 
-    let builtin = BuiltinCa::open(
-        &data.join("ca"),
-        keys.clone(),
-        BuiltinConfig {
-            validation: settings.validation,
-            max_days: settings.max_days,
-            allow_ed25519: settings.allow_ed25519,
-            public_url: settings.public_url.clone(),
-            name: settings.ca_name.clone(),
-        },
-        mailer.clone(),
-    )
-    .await?;
     let mut cas = CaRegistry::default();
     cas.add(builtin.clone());
 
@@ -98,7 +117,15 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
 
     let admin_email = EmailAddress::parse(&settings.admin_email)
         .map_err(|e| anyhow::anyhow!("--admin-email: {e}"))?;
-    if let Some(first) = accounts::bootstrap(desk.store.as_ref(), &admin_email).await? {
+    // The first administrator and the worker's start (leases of a previous
+    // run freed, pending orders queued) need nothing of each other: their
+    // round trips overlap. Both run to their end before either's error is
+    // reported.
+    let (first, worker) = tokio::join!(
+        accounts::bootstrap(desk.store.as_ref(), &admin_email),
+        worker::spawn(desk.clone(), worker::TASKS)
+    );
+    if let Some(first) = first? {
         // Printed once, to the terminal, never to the log.
         println!("Created the first administrator. Keep these; they are not shown again.");
         println!("  email:     {}", first.email);
@@ -107,7 +134,7 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         println!("  (export CERTDESK_TOKEN={} to use the CLI)", first.token);
     }
 
-    worker::spawn(desk.clone(), worker::TASKS).await?;
+    worker?;
 
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await

@@ -166,8 +166,13 @@ enum Outcome {
 /// Starts `tasks` workers. Each sleeps until woken or until the next job is due.
 pub async fn spawn(desk: Arc<Desk>, tasks: usize) -> Result<(), StoreError> {
     // Leases left by a run that is gone are stale: on SQLite every lease (one
-    // desk process), on PostgreSQL those of desks that no longer run.
-    let freed = desk.store.release_all_leases().await?;
+    // desk process), on PostgreSQL those of desks that no longer run. The
+    // orders still waiting for their CA are listed in the same moment (on
+    // PostgreSQL, another connection).
+    let (freed, pending) = tokio::try_join!(
+        desk.store.release_all_leases(),
+        desk.store.pending_order_ids()
+    )?;
     if freed > 0 {
         tracing::info!(
             jobs = freed,
@@ -175,7 +180,7 @@ pub async fn spawn(desk: Arc<Desk>, tasks: usize) -> Result<(), StoreError> {
         );
     }
     // The CA may have decided orders while the desk was down.
-    for id in desk.store.pending_order_ids().await? {
+    for id in pending {
         desk.store.enqueue(&NewJob::sync_order(&id)).await?;
     }
     for _ in 0..tasks {

@@ -212,3 +212,34 @@ async fn an_unreachable_postgres_stops_the_desk_saying_where_but_not_the_passwor
     // The reason, once: not a pool's timeout after 30 s.
     assert_eq!(err.matches("refused").count(), 1, "{err}");
 }
+
+#[tokio::test]
+async fn a_data_folder_that_does_not_exist_yet_is_made_on_either_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("new").join("data");
+    let database = if on_postgres() {
+        Some(TestDatabase::create().await)
+    } else {
+        None
+    };
+    let port = free_port();
+    let mut serve = std::process::Command::new(BIN);
+    serve
+        .args(["serve", "--data-dir"])
+        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("CERTDESK_DATABASE_URL")
+        .envs(database.iter().map(|d| ("CERTDESK_DATABASE_URL", &d.url)))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = serve.spawn().unwrap();
+    let ready = wait_for_port(port, std::time::Duration::from_secs(30));
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(ready, "the desk did not start: {}", stderr(&out));
+    assert!(
+        data.join("master.key").exists(),
+        "the master key is kept there"
+    );
+    assert!(data.join("ca").is_dir(), "the built-in CA is kept there");
+}
