@@ -953,7 +953,16 @@ impl OrderStore for PgStore {
                 " AND ({key}.created_at, {id}) {cmp} ({at}, {after_id})"
             ));
         }
-        let limit = q.arg(Arg::Int(limit as i64));
+        // The limit (a u32: nothing but digits) is written into the
+        // statement, not bound as $n. PostgreSQL plans a prepared statement
+        // afresh on each execution until its generic plan looks no costlier
+        // than the fresh ones, and a generic plan must assume an unknown
+        // limit keeps a tenth of the rows: once the tables had statistics,
+        // the list by domain (order_domains joined to orders) was planned
+        // anew on every request, 0.68 ms a page against 0.33 ms with the
+        // limit written in, which keeps the generic plan from the sixth
+        // execution (pg_prepared_statements: 0 generic plans in 20 against
+        // 15). The statements differ by limit only; callers use a handful.
         q.push(&format!(
             " ORDER BY {key}.created_at {dir}, {id} {dir} LIMIT {limit}"
         ));
@@ -1478,14 +1487,15 @@ impl AuditLog for PgStore {
         account_id: &str,
         limit: u32,
     ) -> StoreResult<Vec<(String, String, String)>> {
-        Ok(sqlx::query_as(
+        // The limit is written into the statement, as in list_orders.
+        let query = format!(
             "SELECT actor, action, subject FROM audit_events WHERE account_id = $1
-             ORDER BY id DESC LIMIT $2",
-        )
-        .bind(account_id)
-        .bind(limit as i64)
-        .fetch_all(&self.reads)
-        .await?)
+             ORDER BY id DESC LIMIT {limit}"
+        );
+        Ok(sqlx::query_as(&query)
+            .bind(account_id)
+            .fetch_all(&self.reads)
+            .await?)
     }
 }
 
@@ -1630,7 +1640,7 @@ impl CertificateStore for PgStore {
                 " AND (created_at < {at} OR (created_at = {at} AND id < {after_id}))"
             ));
         }
-        let limit = q.arg(Arg::Int(limit as i64));
+        // The limit is written into the statement, as in list_orders.
         q.push(&format!(" ORDER BY created_at DESC, id DESC LIMIT {limit}"));
         q.query()
             .fetch_all(&self.reads)
