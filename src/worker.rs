@@ -8,6 +8,9 @@
 //! between the mail server accepting a message and the desk recording it
 //! (one database round trip), the job runs again and the message goes out a
 //! second time with the same Message-ID, so the duplicate is recognisable.
+//! The first fulfillment email of an order is sent before the order is
+//! recorded issued (see `record`): there the submission runs again, and the
+//! duplicate carries the same certificate under a new Message-ID.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -17,7 +20,9 @@ use async_trait::async_trait;
 use rand::Rng;
 use time::OffsetDateTime;
 
-use crate::ca::{CaError, CaNotifier, CaOrderRequest, CaOrderStatus, EmailDelivery};
+use crate::ca::{
+    CaError, CaNotifier, CaOrderRequest, CaOrderStatus, CertificateAuthority, EmailDelivery,
+};
 use crate::domain::order::{
     EmailKind, EmailRequest, EmailRequestState, EmailTrigger, Order, OrderState,
 };
@@ -312,6 +317,7 @@ fn update_for_status(
         new_email: None,
         jobs: vec![],
         done_job: None,
+        email_audit: None,
         audit: system_audit(order, "", serde_json::json!({})),
     };
     let email = |kind, recipient| {
@@ -367,19 +373,117 @@ fn written_leased(id: i64, kind: JobKind, target: &str) -> Job {
     }
 }
 
-/// Records the order's change; then sends the email it queued, as the
-/// holder of that email's lease. False when the order had moved on.
+/// Records the order's change with the email that follows it.
+///
+/// The fulfillment email goes out first, and the order is recorded issued
+/// with the email already sent (or failed) in one commit: one durable write
+/// per certificate fewer than recording the issue, sending, then recording
+/// the send (measured with scripts/bench, see docs/PERFORMANCE.md). The
+/// submission job, leased to this worker, stays until that commit, so if
+/// the desk dies after the mail server took the message the submission runs
+/// again, the CA answers with the certificate it issued, and the email goes
+/// out a second time (same certificate, a new request and Message-ID). A
+/// send still going after [`SEND_FIRST_WAIT`] does not hold the order back:
+/// it is recorded issued with the email forwarded, and the send is recorded
+/// when it ends. Other emails (the approval request) are recorded before
+/// they go out: the approver's answer must find the order waiting for it.
+///
+/// False when the order had moved on (cancelled while at the CA).
 async fn record(desk: &Desk, order: &Order, update: OrderUpdate) -> Result<bool, StoreError> {
+    let mut after = order.clone();
+    after.state = update.to;
+    after.ca_reference = update.ca_reference.clone().or(after.ca_reference);
+    after.certificate = update.certificate.clone().or(after.certificate);
+    match &update.new_email {
+        Some(r) if r.kind == EmailKind::Fulfillment && update.to == OrderState::Issued => {
+            let request = r.clone();
+            send_then_record(desk, &after, update, request).await
+        }
+        _ => record_then_send(desk, after, update).await,
+    }
+}
+
+/// How long a fulfillment email may take before its order is recorded
+/// issued without waiting for it. A mail server answers in milliseconds;
+/// one that hangs must not leave the order looking unissued.
+const SEND_FIRST_WAIT: Duration = Duration::from_secs(2);
+
+async fn send_then_record(
+    desk: &Desk,
+    order: &Order,
+    mut update: OrderUpdate,
+    request: EmailRequest,
+) -> Result<bool, StoreError> {
+    let (Some(ca), Some(reference)) = (desk.cas.get(&order.ca), order.ca_reference.as_deref())
+    else {
+        return record_then_send(desk, order.clone(), update).await;
+    };
+    let sending = send(ca.as_ref(), reference, &request);
+    tokio::pin!(sending);
+    let result = match tokio::time::timeout(SEND_FIRST_WAIT, &mut sending).await {
+        Ok(result) => result,
+        Err(_) => {
+            // Recorded issued with the email forwarded and its job leased,
+            // as when it is sent after; its outcome is recorded when known.
+            let Some(queued) = desk.store.update_order(&update).await? else {
+                return Ok(false);
+            };
+            if let [job_id] = queued[..] {
+                let job = written_leased(job_id, JobKind::SendEmail, &request.id);
+                let result = sending.await;
+                let outcome = conclude(desk, &job, request.clone(), order, result).await;
+                settle(desk, &job, outcome).await;
+            }
+            return Ok(true);
+        }
+    };
+    // The first attempt: its outcome goes into the order's commit.
+    let (state, error, retry) = match email_outcome(1, result) {
+        EmailOutcome::Final(state, error) => (state, error, None),
+        EmailOutcome::Retry(m) => (
+            EmailRequestState::Queued,
+            Some(format!("will retry: {m}")),
+            Some(m),
+        ),
+    };
+    let email = update.new_email.as_mut().expect("the fulfillment email");
+    email.state = state;
+    email.error = error.clone();
+    if retry.is_none() {
+        // Sent or failed for good: nothing left to run.
+        update.jobs.clear();
+        update.email_audit = Some(email_audit(order, &request, state, error));
+    }
+    let Some(queued) = desk.store.update_order(&update).await? else {
+        if state == EmailRequestState::Sent {
+            tracing::warn!(
+                order = %order.id,
+                "the fulfillment email went out, but the order was cancelled meanwhile"
+            );
+        }
+        return Ok(false);
+    };
+    if let (Some(reason), [job_id]) = (retry, &queued[..]) {
+        // Written leased: freed now, due after the backoff.
+        let job = written_leased(*job_id, JobKind::SendEmail, &request.id);
+        settle(desk, &job, Ok(Outcome::Retry(reason))).await;
+    }
+    Ok(true)
+}
+
+/// Records the order's change; then sends the email it queued, as the
+/// holder of that email's lease.
+async fn record_then_send(
+    desk: &Desk,
+    order: Order,
+    update: OrderUpdate,
+) -> Result<bool, StoreError> {
     let Some(queued) = desk.store.update_order(&update).await? else {
         return Ok(false);
     };
     match (update.new_email, &update.jobs[..], &queued[..]) {
         // The one job queued is the email's, leased to us: send it now.
         (Some(request), [job], [job_id]) if job.lease_ms.is_some() && job.target == request.id => {
-            let mut order = order.clone();
-            order.state = update.to;
-            order.ca_reference = update.ca_reference.or(order.ca_reference);
-            order.certificate = update.certificate.or(order.certificate);
             deliver_requested(desk, request, &order, *job_id).await;
         }
         // Anything else queued is for whichever worker claims it.
@@ -401,6 +505,7 @@ async fn fail_order(desk: &Desk, order: &Order, reason: String) -> Result<Outcom
             new_email: None,
             jobs: vec![],
             done_job: None,
+            email_audit: None,
             audit: system_audit(order, "order.failed", serde_json::json!({"reason": reason})),
         })
         .await?;
@@ -552,46 +657,96 @@ async fn deliver(
     request: EmailRequest,
     order: &Order,
 ) -> Result<Outcome, StoreError> {
-    let finish = |state: EmailRequestState, error: Option<String>| {
-        let action = format!(
-            "email.{}.{}",
-            request.kind.as_str(),
-            if state == EmailRequestState::Sent {
-                "sent"
-            } else {
-                "failed"
-            }
-        );
-        let audit = system_audit(
-            order,
-            &action,
-            serde_json::json!({"request_id": request.id, "error": error}),
-        );
-        (state, error, audit)
-    };
     let (Some(ca), Some(reference)) = (desk.cas.get(&order.ca), order.ca_reference.as_deref())
     else {
-        let (s, e, a) = finish(
-            EmailRequestState::Failed,
-            Some("the order has no CA to send it".into()),
-        );
+        let error = Some("the order has no CA to send it".to_string());
+        let audit = email_audit(order, &request, EmailRequestState::Failed, error.clone());
         desk.store
-            .finish_email_request(&request.id, s, e.as_deref(), job.id, &a)
+            .finish_email_request(
+                &request.id,
+                EmailRequestState::Failed,
+                error.as_deref(),
+                job.id,
+                &audit,
+            )
             .await?;
         return Ok(Outcome::Recorded);
     };
+    let result = send(ca.as_ref(), reference, &request).await;
+    conclude(desk, job, request, order, result).await
+}
+
+/// The email handed to the CA that sends it.
+async fn send(
+    ca: &dyn CertificateAuthority,
+    reference: &str,
+    request: &EmailRequest,
+) -> Result<(), CaError> {
     let delivery = EmailDelivery {
         request_id: request.id.clone(),
         message_id: request.message_id.clone(),
         recipient: request.recipient.clone(),
     };
-    let result = match request.kind {
+    match request.kind {
         EmailKind::Approval => ca.send_approval_email(reference, &delivery).await,
         EmailKind::Fulfillment => ca.send_fulfillment_email(reference, &delivery).await,
-    };
-    let (state, error) = match result {
-        Ok(()) => (EmailRequestState::Sent, None),
-        Err(CaError::Transient(m)) if job.attempts < MAX_ATTEMPTS => {
+    }
+}
+
+/// What a send came to, for the request.
+enum EmailOutcome {
+    /// Sent, or failed for good, with the reason.
+    Final(EmailRequestState, Option<String>),
+    /// Failed in a way that may pass: try again later.
+    Retry(String),
+}
+
+fn email_outcome(attempts: u32, result: Result<(), CaError>) -> EmailOutcome {
+    match result {
+        Ok(()) => EmailOutcome::Final(EmailRequestState::Sent, None),
+        Err(CaError::Transient(m)) if attempts < MAX_ATTEMPTS => EmailOutcome::Retry(m),
+        Err(CaError::Transient(m)) => EmailOutcome::Final(
+            EmailRequestState::Failed,
+            Some(format!("gave up after {attempts} attempts: {m}")),
+        ),
+        Err(e) => EmailOutcome::Final(EmailRequestState::Failed, Some(e.to_string())),
+    }
+}
+
+fn email_audit(
+    order: &Order,
+    request: &EmailRequest,
+    state: EmailRequestState,
+    error: Option<String>,
+) -> AuditEvent {
+    let action = format!(
+        "email.{}.{}",
+        request.kind.as_str(),
+        if state == EmailRequestState::Sent {
+            "sent"
+        } else {
+            "failed"
+        }
+    );
+    system_audit(
+        order,
+        &action,
+        serde_json::json!({"request_id": request.id, "error": error}),
+    )
+}
+
+/// Records a send's outcome: the request sent or failed with its job gone,
+/// or queued again with its job due after the backoff.
+async fn conclude(
+    desk: &Desk,
+    job: &Job,
+    request: EmailRequest,
+    order: &Order,
+    result: Result<(), CaError>,
+) -> Result<Outcome, StoreError> {
+    let (state, error) = match email_outcome(job.attempts, result) {
+        EmailOutcome::Final(state, error) => (state, error),
+        EmailOutcome::Retry(m) => {
             desk.store
                 .set_email_request_state(
                     &request.id,
@@ -601,17 +756,12 @@ async fn deliver(
                 .await?;
             return Ok(Outcome::Retry(m));
         }
-        Err(CaError::Transient(m)) => (
-            EmailRequestState::Failed,
-            Some(format!("gave up after {} attempts: {m}", job.attempts)),
-        ),
-        Err(e) => (EmailRequestState::Failed, Some(e.to_string())),
     };
-    let (s, e, a) = finish(state, error);
+    let audit = email_audit(order, &request, state, error.clone());
     // The state and the job's removal commit together: the job is gone
     // exactly when the request is recorded as sent or failed.
     desk.store
-        .finish_email_request(&request.id, s, e.as_deref(), job.id, &a)
+        .finish_email_request(&request.id, state, error.as_deref(), job.id, &audit)
         .await?;
     Ok(Outcome::Recorded)
 }

@@ -466,6 +466,7 @@ impl Desk {
                     new_email: None,
                     jobs: vec![],
                     done_job: None,
+                    email_audit: None,
                     audit: audit(actor, "order.cancelled", &order.id, serde_json::json!({})),
                 })
                 .await?;

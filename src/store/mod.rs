@@ -170,6 +170,10 @@ pub struct OrderUpdate {
     /// change applies; otherwise it stays for its worker to complete).
     pub done_job: Option<i64>,
     pub audit: AuditEvent,
+    /// The outcome of `new_email` when the email went out before the change
+    /// was recorded (the fulfillment email, see `worker::record`), recorded
+    /// after `audit`.
+    pub email_audit: Option<AuditEvent>,
 }
 
 #[derive(Debug, Clone, Copy)]

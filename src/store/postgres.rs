@@ -1046,7 +1046,12 @@ impl OrderStore for PgStore {
                  DELETE FROM jobs WHERE id = $28 AND EXISTS (SELECT 1 FROM moved)
              ), audit AS (
                  INSERT INTO audit_events (account_id, actor, action, subject, detail, created_at)
-                 SELECT $29, $30, $31, $32, $33, $9 FROM moved
+                 SELECT a.account_id, a.actor, a.action, a.subject, a.detail, $9
+                 FROM moved, (VALUES (1, $29::text, $30::text, $31::text, $32::text, $33::text),
+                     (2, $34, $35, $36, $37, $38))
+                     AS a(n, account_id, actor, action, subject, detail)
+                 WHERE a.action IS NOT NULL
+                 ORDER BY a.n
              )
              SELECT EXISTS (SELECT 1 FROM moved),
                  ARRAY(SELECT key FROM queued), ARRAY(SELECT id FROM queued)",
@@ -1079,7 +1084,17 @@ impl OrderStore for PgStore {
         .bind(locked_until)
         .bind(locked_by)
         .bind(u.done_job);
-        let row = bind_audit(query, &u.audit).fetch_one(&self.pool).await?;
+        // The email's outcome, when it went out first, after the change
+        // (in id order, as the audit log is read).
+        let e = u.email_audit.as_ref();
+        let row = bind_audit(query, &u.audit)
+            .bind(e.and_then(|e| e.account_id.as_deref()))
+            .bind(e.map(|e| e.actor.as_str()))
+            .bind(e.map(|e| e.action.as_str()))
+            .bind(e.map(|e| e.subject.as_str()))
+            .bind(e.map(|e| e.detail.to_string()))
+            .fetch_one(&self.pool)
+            .await?;
         let applied: bool = row.try_get(0)?;
         if !applied {
             // No such order, or it left `from`: nothing changed, and the
@@ -2051,6 +2066,7 @@ mod tests {
             new_email: None,
             jobs: vec![],
             done_job: None,
+            email_audit: None,
             audit: audit(&a.id, "order.pending", &moved.id),
         };
         assert!(store.update_order(&update).await.unwrap().is_some());
@@ -2125,6 +2141,7 @@ mod tests {
             new_email: None,
             jobs: vec![],
             done_job: Some(job),
+            email_audit: None,
             audit: AuditEvent {
                 account_id: Some(order.account_id.clone()),
                 actor: "ca:builtin".into(),
@@ -2235,6 +2252,7 @@ mod tests {
             to: OrderState::Submitted,
             from: vec![OrderState::Issued],
             done_job: None,
+            email_audit: None,
             ..applied.clone()
         };
         assert!(store.update_order(&back).await.unwrap().is_none());
@@ -2285,6 +2303,48 @@ mod tests {
         }
         kinds.sort_by_key(|k| k.as_str());
         assert_eq!(kinds, vec![JobKind::SendEmail, JobKind::SyncOrder]);
+    }
+
+    #[tokio::test]
+    async fn an_order_recorded_issued_with_its_email_already_sent_logs_both_in_order() {
+        let db = TestDb::new().await;
+        let store = &db.store;
+        let (account, user) = account_with_user(store, "acme").await;
+        let order = new_order(&user, &["www.example.com"], now_ms(), OrderState::Submitted);
+        insert(store, &order).await;
+        let job = store.claim(60_000).await.unwrap().unwrap();
+        let mut email = resend(&order);
+        (email.trigger, email.state) = (EmailTrigger::Initial, EmailRequestState::Sent);
+        let mut sent = issued(&order, job.id, OrderState::Submitted).audit;
+        sent.action = "email.fulfillment.sent".into();
+        let update = OrderUpdate {
+            new_email: Some(email.clone()),
+            email_audit: Some(sent),
+            ..issued(&order, job.id, OrderState::Submitted)
+        };
+        assert_eq!(store.update_order(&update).await.unwrap(), Some(vec![]));
+        let requests = store.list_email_requests(&order.id).await.unwrap();
+        assert_eq!(
+            (requests.len(), requests[0].state),
+            (1, EmailRequestState::Sent)
+        );
+        let actions: Vec<String> = store
+            .recent_audit_events(&account.id, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, action, _)| action)
+            .collect();
+        assert_eq!(
+            &actions[..2],
+            ["email.fulfillment.sent", "order.issued"],
+            "newest first: the email after the issue"
+        );
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM jobs").await,
+            0,
+            "nothing left to run"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -775,6 +775,9 @@ impl OrderStore for SqliteStore {
                     execute(c, "DELETE FROM jobs WHERE id = ?", [job_id])?;
                 }
                 insert_audit(c, &u.audit, now)?;
+                if let Some(event) = &u.email_audit {
+                    insert_audit(c, event, now)?;
+                }
                 Ok(Some(queued))
             })
             .await
@@ -1525,6 +1528,7 @@ mod tests {
             new_email: None,
             jobs: vec![],
             done_job: Some(job),
+            email_audit: None,
             audit: AuditEvent {
                 account_id: Some(order.account_id.clone()),
                 actor: "ca:builtin".into(),
@@ -1593,6 +1597,52 @@ mod tests {
             .await
             .unwrap()
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_order_recorded_issued_with_its_email_already_sent_logs_both_in_order() {
+        let (_dir, store, order) = store_with_order().await;
+        let submit = store.claim(60_000).await.unwrap().expect("the submit job");
+        let mut update = issued(&order, submit.id, OrderState::Submitted);
+        let now = OffsetDateTime::now_utc();
+        update.new_email = Some(EmailRequest {
+            message_id: "<r-1@desk.test>".into(),
+            id: "r-1".into(),
+            order_id: order.id.clone(),
+            kind: EmailKind::Fulfillment,
+            trigger: EmailTrigger::Initial,
+            recipient: order.admin_email.clone(),
+            state: EmailRequestState::Sent,
+            error: None,
+            requested_by: None,
+            created_at: now,
+            updated_at: now,
+        });
+        let mut sent = update.audit.clone();
+        sent.action = "email.fulfillment.sent".into();
+        update.email_audit = Some(sent);
+        assert_eq!(store.update_order(&update).await.unwrap(), Some(vec![]));
+        let requests = store.list_email_requests(&order.id).await.unwrap();
+        assert_eq!(
+            (requests.len(), requests[0].state),
+            (1, EmailRequestState::Sent)
+        );
+        let actions: Vec<String> = store
+            .recent_audit_events(&order.account_id, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, action, _)| action)
+            .collect();
+        assert_eq!(
+            &actions[..2],
+            ["email.fulfillment.sent", "order.issued"],
+            "newest first: the email after the issue"
+        );
+        assert!(
+            store.claim(60_000).await.unwrap().is_none(),
+            "nothing left to run"
+        );
     }
 
     #[tokio::test]

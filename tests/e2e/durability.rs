@@ -177,10 +177,91 @@ async fn smtp_5xx_fails_the_request_with_the_servers_reply_and_4xx_is_retried() 
                 })
             })
             .await;
+        assert_eq!(o["state"], "issued", "the certificate was issued: {o}");
         let error = o["email_requests"][0]["error"].as_str().unwrap();
         assert!(
             error.contains(&String::from_utf8_lossy(&reply[..3]).to_string()),
             "the server's reply is shown: {error}"
         );
     }
+}
+
+/// The fulfillment email goes out before the order is recorded issued, so
+/// that both land in one commit; a mail server that hangs does not keep the
+/// order looking unissued. The order shows issued with its email forwarded,
+/// and the email goes out, once, when the server answers.
+#[tokio::test]
+async fn an_order_issued_behind_a_hung_mail_server_shows_issued_and_its_email_goes_out_once_it_answers(
+) {
+    let smtp = SmtpServer::start();
+    let desk = Desk::start(Some(&smtp), &["--validation", "none"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let name = "slow-mail.example.com";
+    let (csr_pem, _) = csr(dir.path(), "ec:P-256", name, &format!("DNS:{name}"), &[]);
+    smtp.freeze();
+    let id = desk.place_order(&csr_pem, "admin@example.com").await;
+    let o = desk.wait_order_state(&id, "issued").await;
+    let request = &o["email_requests"][0];
+    assert_eq!(request["state"], "forwarded", "{o}");
+    assert!(
+        !issuance_log(&desk, &id)
+            .await
+            .contains(&"email.fulfillment.sent".to_string()),
+        "nothing sent yet"
+    );
+    let request_id = request["id"].as_str().unwrap().to_string();
+
+    smtp.thaw();
+    desk.wait_emails_sent(&id, 1).await;
+    // Give a duplicate every chance to show up before counting.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    smtp.assert_each_sent_once(&[request_id], 1);
+    assert_eq!(
+        issuance_log(&desk, &id).await,
+        ["order.placed", "order.issued", "email.fulfillment.sent"]
+    );
+}
+
+/// With the mail server down when the certificate is issued, the order
+/// shows issued with its email waiting and why, and the email goes out
+/// when the server is back.
+#[tokio::test]
+async fn an_order_issued_while_the_mail_server_is_down_shows_issued_and_its_email_goes_out_when_it_returns(
+) {
+    let mut smtp = SmtpServer::start();
+    let desk = Desk::start(Some(&smtp), &["--validation", "none"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let name = "no-mail.example.com";
+    let (csr_pem, _) = csr(dir.path(), "ec:P-256", name, &format!("DNS:{name}"), &[]);
+    smtp.stop();
+    let id = desk.place_order(&csr_pem, "admin@example.com").await;
+    let o = desk.wait_order_state(&id, "issued").await;
+    let request = &o["email_requests"][0];
+    assert_eq!(request["state"], "queued", "{o}");
+    assert!(
+        request["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("will retry")),
+        "the reason shows while it waits: {o}"
+    );
+    let request_id = request["id"].as_str().unwrap().to_string();
+
+    smtp.resume();
+    desk.wait_emails_sent(&id, 1).await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    smtp.assert_each_sent_once(&[request_id], 1);
+    assert_eq!(
+        issuance_log(&desk, &id).await,
+        ["order.placed", "order.issued", "email.fulfillment.sent"]
+    );
+}
+
+/// The audit log's actions about one order, oldest first.
+async fn issuance_log(desk: &Desk, order_id: &str) -> Vec<String> {
+    desk.audit_events()
+        .await
+        .into_iter()
+        .filter(|(_, _, subject, _)| subject == order_id)
+        .map(|(_, action, _, _)| action)
+        .collect()
 }

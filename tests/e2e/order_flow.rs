@@ -298,6 +298,9 @@ async fn without_validation_the_order_issues_at_once_and_without_smtp_mail_goes_
     let id = order["id"].as_str().unwrap();
     let o = desk.wait_order_state(id, "issued").await;
     assert_eq!(o["key_type"], "ECDSA P-384");
+    // The email went out before the issue was recorded, in the same
+    // commit: an issued order never shows its first email still on its way.
+    assert_eq!(o["email_requests"][0]["state"], "sent", "{o}");
     // The answer to the POST is the order as stored: the same values a GET
     // shows, to the millisecond.
     for field in [
@@ -379,13 +382,18 @@ async fn a_burst_of_orders_is_each_issued_once_with_one_email() {
             .count(),
         ORDERS
     );
-    let issued = desk
-        .audit_events()
-        .await
-        .into_iter()
-        .filter(|(_, action, _, _)| action == "order.issued")
-        .count();
-    assert_eq!(issued, ORDERS, "one issuance recorded per order");
+    let log = desk.audit_events().await;
+    let count = |what: &str| log.iter().filter(|(_, a, _, _)| a == what).count();
+    assert_eq!(
+        count("order.issued"),
+        ORDERS,
+        "one issuance recorded per order"
+    );
+    assert_eq!(
+        count("email.fulfillment.sent"),
+        ORDERS,
+        "one email recorded sent per order"
+    );
 }
 
 #[tokio::test]
