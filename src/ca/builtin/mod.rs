@@ -20,7 +20,7 @@ use crate::crypto::{random_token, sha256, Keyring};
 use crate::domain::order::IssuedMetadata;
 use crate::i18n::Lang;
 use crate::mail::{self, templates, MailError, Mailer};
-use crate::pki::cert::{inspect_der, pem_encode_cert};
+use crate::pki::cert::{inspect_der, pem_encode_cert, CertificateInfo};
 use crate::pki::csr::{decode_csr, CsrPolicy};
 use crate::pki::signer::{generate_ca, CaKeyMaterial, LeafRequest, Signer};
 use ledger::{Ledger, LedgerOrder, LedgerState};
@@ -76,6 +76,54 @@ pub struct BuiltinCa {
     keys: Arc<Keyring>,
     notifier: OnceLock<Arc<dyn CaNotifier>>,
     crl_cache: std::sync::Mutex<Option<(OffsetDateTime, Vec<u8>)>>,
+    just_issued: JustIssued,
+}
+
+/// Certificates issued a moment ago, kept for their first fulfillment email.
+/// The worker asks for that email right after the submission that issued
+/// the certificate; without this the CA would read back from its ledger,
+/// and parse again, what it signed and parsed a moment before (5 % of the
+/// desk's CPU per certificate in a profile of the benchmark's issuance, see
+/// docs/PERFORMANCE.md). Each is taken once, by that first email; a later
+/// email (a resend, a retry) reads the ledger, which stays the record.
+/// Memory only, and bounded: the oldest is dropped first, so an email that
+/// comes late reads the ledger too.
+#[derive(Default)]
+struct JustIssued {
+    entries: std::sync::Mutex<std::collections::VecDeque<(String, IssuedCopy)>>,
+}
+
+/// Certificates kept in [`JustIssued`] at most: more than the worker runs at
+/// once, so the first email of every certificate finds its own.
+const JUST_ISSUED: usize = 64;
+
+impl JustIssued {
+    fn put(&self, reference: String, copy: IssuedCopy) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= JUST_ISSUED {
+            entries.pop_front();
+        }
+        entries.push_back((reference, copy));
+    }
+
+    fn take(&self, reference: &str) -> Option<IssuedCopy> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let at = entries.iter().position(|(r, _)| r == reference)?;
+        entries.remove(at).map(|(_, copy)| copy)
+    }
+}
+
+/// What a fulfillment email says: the order's recipient and language, and
+/// the certificate issued for it.
+struct IssuedCopy {
+    desk_order_id: String,
+    admin_name: String,
+    admin_email: EmailAddress,
+    /// The order's first name, for a certificate without a common name.
+    first_name: String,
+    language: String,
+    der: Vec<u8>,
+    info: CertificateInfo,
 }
 
 struct KeyFiles {
@@ -179,6 +227,7 @@ impl BuiltinCa {
             keys,
             notifier: OnceLock::new(),
             crl_cache: std::sync::Mutex::new(None),
+            just_issued: JustIssued::default(),
         }))
     }
 
@@ -251,6 +300,36 @@ impl BuiltinCa {
         pem_encode_cert(&self.intermediate_der)
     }
 
+    /// An issued order's certificate and recipient, from the ledger: the
+    /// desk holds no copy, so every email but a certificate's first (see
+    /// [`JustIssued`]) is rebuilt from here.
+    async fn issued_copy(&self, reference: &str) -> Result<IssuedCopy, CaError> {
+        let (order, der) = self
+            .ledger
+            .get_with_certificate(reference)
+            .await
+            .map_err(ledger_err)?
+            .ok_or_else(|| CaError::UnknownReference(reference.to_string()))?;
+        if order.state != LedgerState::Issued {
+            return Err(CaError::Conflict(
+                "the certificate has not been issued".into(),
+            ));
+        }
+        let der = der.ok_or_else(|| {
+            CaError::Transient(format!("ledger lacks the certificate of {reference}"))
+        })?;
+        let info = inspect_der(&der).map_err(|e| CaError::Refused(e.to_string()))?;
+        Ok(IssuedCopy {
+            desk_order_id: order.desk_order_id,
+            admin_name: order.admin_name,
+            admin_email: order.admin_email,
+            first_name: order.names.into_iter().next().unwrap_or_default(),
+            language: order.language,
+            der,
+            info,
+        })
+    }
+
     fn intermediate_url(&self) -> String {
         format!(
             "{}/ca/{ID}/intermediate.crt",
@@ -306,7 +385,8 @@ impl BuiltinCa {
     /// Signs the order's certificate and records it in the ledger, if the
     /// order is still pending (None when another decision came first).
     async fn issue(&self, order: &LedgerOrder) -> Result<Option<IssuedMetadata>, CaError> {
-        let (der, meta) = self.sign(&order.csr_der, order.days)?;
+        let (der, info) = self.sign(&order.csr_der, order.days)?;
+        let meta = issued_metadata(&info);
         let recorded = self
             .ledger
             .record_issued(&order.reference, &meta, &der)
@@ -316,12 +396,25 @@ impl BuiltinCa {
             return Ok(None);
         }
         tracing::info!(reference = %order.reference, serial = %meta.serial, "built-in CA issued a certificate");
+        self.just_issued.put(
+            order.reference.clone(),
+            IssuedCopy {
+                desk_order_id: order.desk_order_id.clone(),
+                admin_name: order.admin_name.clone(),
+                admin_email: order.admin_email.clone(),
+                first_name: order.names.first().cloned().unwrap_or_default(),
+                language: order.language.clone(),
+                der,
+                info,
+            },
+        );
         Ok(Some(meta))
     }
 
     /// The certificate for a CSR, checked again here: the CA takes nothing
     /// on the desk's word.
-    fn sign(&self, csr_der: &[u8], days: u32) -> Result<(Vec<u8>, IssuedMetadata), CaError> {
+    /// Returns the certificate and what it says, read back from its DER.
+    fn sign(&self, csr_der: &[u8], days: u32) -> Result<(Vec<u8>, CertificateInfo), CaError> {
         let csr = decode_csr(csr_der, &self.csr_policy())
             .map_err(|e| CaError::Refused(format!("the CSR is not acceptable: {e}")))?;
         let days = days.min(self.config.max_days).max(1);
@@ -339,8 +432,9 @@ impl BuiltinCa {
                 crl_url: &self.crl_url(),
             })
             .map_err(|e| CaError::Refused(format!("signing failed: {e}")))?;
-        let meta = metadata(&der)?;
-        Ok((der, meta))
+        let info = inspect_der(&der)
+            .map_err(|e| CaError::Refused(format!("issued certificate unreadable: {e}")))?;
+        Ok((der, info))
     }
 
     /// The approver's decision, from the approval page.
@@ -413,13 +507,17 @@ fn mail_err(e: MailError) -> CaError {
 fn metadata(der: &[u8]) -> Result<IssuedMetadata, CaError> {
     let info = inspect_der(der)
         .map_err(|e| CaError::Refused(format!("issued certificate unreadable: {e}")))?;
-    Ok(IssuedMetadata {
-        serial: info.serial_hex,
+    Ok(issued_metadata(&info))
+}
+
+fn issued_metadata(info: &CertificateInfo) -> IssuedMetadata {
+    IssuedMetadata {
+        serial: info.serial_hex.clone(),
         not_before: info.not_before,
         not_after: info.not_after,
-        sha256_fingerprint: info.sha256_fingerprint,
-        issuer: info.issuer,
-    })
+        sha256_fingerprint: info.sha256_fingerprint.clone(),
+        issuer: info.issuer.clone(),
+    }
 }
 
 #[async_trait]
@@ -453,7 +551,8 @@ impl CertificateAuthority for BuiltinCa {
                 // Nothing to wait for: signed first, then the order and its
                 // certificate recorded in one commit.
                 let reference = uuid::Uuid::now_v7().to_string();
-                let (der, meta) = self.sign(&request.csr_der, request.days)?;
+                let (der, info) = self.sign(&request.csr_der, request.days)?;
+                let meta = issued_metadata(&info);
                 if self
                     .ledger
                     .insert_issued(request, &reference, &meta, &der)
@@ -461,6 +560,22 @@ impl CertificateAuthority for BuiltinCa {
                     .map_err(ledger_err)?
                 {
                     tracing::info!(%reference, serial = %meta.serial, "built-in CA issued a certificate");
+                    self.just_issued.put(
+                        reference.clone(),
+                        IssuedCopy {
+                            desk_order_id: request.desk_order_id.clone(),
+                            admin_name: request.admin_name.clone(),
+                            admin_email: request.admin_email.clone(),
+                            first_name: request
+                                .names
+                                .first()
+                                .map(|n| n.as_str().to_string())
+                                .unwrap_or_default(),
+                            language: request.language.clone(),
+                            der,
+                            info,
+                        },
+                    );
                     return Ok(CaSubmission {
                         reference,
                         status: CaOrderStatus::Issued(meta),
@@ -626,35 +741,21 @@ impl CertificateAuthority for BuiltinCa {
         reference: &str,
         delivery: &EmailDelivery,
     ) -> Result<(), CaError> {
-        let (order, der) = self
-            .ledger
-            .get_with_certificate(reference)
-            .await
-            .map_err(ledger_err)?
-            .ok_or_else(|| CaError::UnknownReference(reference.to_string()))?;
-        if order.state != LedgerState::Issued {
-            return Err(CaError::Conflict(
-                "the certificate has not been issued".into(),
-            ));
-        }
-        // Rebuilt from the ledger every time: the desk holds no copy.
-        let der = der.ok_or_else(|| {
-            CaError::Transient(format!("ledger lacks the certificate of {reference}"))
-        })?;
-        let info = inspect_der(&der).map_err(|e| CaError::Refused(e.to_string()))?;
-        let cert_pem = pem_encode_cert(&der);
+        let copy = match self.just_issued.take(reference) {
+            Some(copy) => copy,
+            None => self.issued_copy(reference).await?,
+        };
+        let cert_pem = pem_encode_cert(&copy.der);
         let chain_pem = self.intermediate_pem();
+        let info = &copy.info;
         let message = templates::fulfillment_email(
             self.mailer.from(),
-            mail::mailbox(Some(&order.admin_name), &order.admin_email).map_err(mail_err)?,
+            mail::mailbox(Some(&copy.admin_name), &copy.admin_email).map_err(mail_err)?,
             &delivery.message_id,
             &templates::FulfillmentDetails {
-                order_id: &order.desk_order_id,
-                admin_name: &order.admin_name,
-                common_name: info
-                    .common_name
-                    .as_deref()
-                    .unwrap_or(order.names[0].as_str()),
+                order_id: &copy.desk_order_id,
+                admin_name: &copy.admin_name,
+                common_name: info.common_name.as_deref().unwrap_or(&copy.first_name),
                 names: &info.names,
                 serial: &info.serial_hex,
                 not_before: info.not_before,
@@ -666,7 +767,7 @@ impl CertificateAuthority for BuiltinCa {
                 certificate_pem: &cert_pem,
                 chain_pem: &chain_pem,
             },
-            Lang::parse(&order.language).unwrap_or_default(),
+            Lang::parse(&copy.language).unwrap_or_default(),
         )
         .map_err(mail_err)?;
         self.mailer.send(message).await.map_err(mail_err)
