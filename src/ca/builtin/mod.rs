@@ -412,8 +412,7 @@ impl BuiltinCa {
     }
 
     /// The certificate for a CSR, checked again here: the CA takes nothing
-    /// on the desk's word.
-    /// Returns the certificate and what it says, read back from its DER.
+    /// on the desk's word; with what it says, read back from its DER.
     fn sign(&self, csr_der: &[u8], days: u32) -> Result<(Vec<u8>, CertificateInfo), CaError> {
         let csr = decode_csr(csr_der, &self.csr_policy())
             .map_err(|e| CaError::Refused(format!("the CSR is not acceptable: {e}")))?;
@@ -432,8 +431,7 @@ impl BuiltinCa {
                 crl_url: &self.crl_url(),
             })
             .map_err(|e| CaError::Refused(format!("signing failed: {e}")))?;
-        let info = inspect_der(&der)
-            .map_err(|e| CaError::Refused(format!("issued certificate unreadable: {e}")))?;
+        let info = inspect_issued(&der)?;
         Ok((der, info))
     }
 
@@ -505,9 +503,11 @@ fn mail_err(e: MailError) -> CaError {
 }
 
 fn metadata(der: &[u8]) -> Result<IssuedMetadata, CaError> {
-    let info = inspect_der(der)
-        .map_err(|e| CaError::Refused(format!("issued certificate unreadable: {e}")))?;
-    Ok(issued_metadata(&info))
+    Ok(issued_metadata(&inspect_issued(der)?))
+}
+
+fn inspect_issued(der: &[u8]) -> Result<CertificateInfo, CaError> {
+    inspect_der(der).map_err(|e| CaError::Refused(format!("issued certificate unreadable: {e}")))
 }
 
 fn issued_metadata(info: &CertificateInfo) -> IssuedMetadata {
