@@ -322,16 +322,19 @@ impl Desk {
             order: order.clone(),
             email_requests: vec![],
         };
+        // The CA records who asked for the certificate: the worker needs no
+        // read of the user for it.
+        let requester = actor.email.clone();
         match (job_id, at_once, handoff) {
             (Some(job_id), Some(permit), _) => {
                 let desk = self.clone();
                 tokio::spawn(async move {
-                    worker::submit_placed(&desk, order, job_id).await;
+                    worker::submit_placed(&desk, order, requester, job_id).await;
                     drop(permit);
                 });
             }
             (Some(job_id), None, Some(place)) => {
-                place.fill(HandedJob::Submit(order), job_id);
+                place.fill(HandedJob::Submit(order, requester), job_id);
                 self.wake.notify_one();
             }
             _ => self.wake.notify_one(),

@@ -57,6 +57,11 @@ async fn order_is_approved_from_the_email_link_and_the_certificate_reaches_the_a
     let approval = smtp.wait_for(1, |m| m.is_approval()).await.remove(0);
     assert_eq!(approval.to, "hostmaster@example.com");
     assert!(approval.text.contains(&id));
+    assert!(
+        approval.text.contains("admin@localhost asked"),
+        "the approval email names the user who placed the order: {}",
+        approval.text
+    );
     let link = approval.approval_link();
     let token = link.rsplit('/').next().unwrap();
     assert!(
