@@ -468,9 +468,9 @@ async fn all(opts: &Opts) -> Result<()> {
     );
     // Where the cores went, per resend accepted and its email delivered.
     // The load comes from wrk, a process of its own, not counted; this
-    // process only watches the sink here.
-    // Compared with the sustained rate over the same window, not the
-    // acceptance rate: the emails go on after the last request is in.
+    // process only watches the sink here. Compared with the sustained rate
+    // over the same window, not the acceptance rate: the emails go on
+    // after the last request is in.
     let costs = cpu1.since(&cpu0, resend.requests as f64);
     let (bound, total_ms) = costs.bound(cores);
     report.row(

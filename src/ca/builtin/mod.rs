@@ -318,7 +318,7 @@ impl BuiltinCa {
         let der = der.ok_or_else(|| {
             CaError::Transient(format!("ledger lacks the certificate of {reference}"))
         })?;
-        let info = inspect_der(&der).map_err(|e| CaError::Refused(e.to_string()))?;
+        let info = inspect_issued(&der)?;
         Ok(IssuedCopy {
             desk_order_id: order.desk_order_id,
             admin_name: order.admin_name,
