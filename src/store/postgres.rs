@@ -1264,8 +1264,10 @@ impl EmailRequestStore for PgStore {
             )),
             ("rate_limited", _, Some(oldest)) => {
                 let window_ms = rate_limit.map_or(0, |l| l.window_ms);
+                // Never past the window: a concurrent resend stamped a moment
+                // after this one read the clock would put it a few ms past.
                 Ok(EmailRequestOutcome::RateLimited {
-                    retry_after_ms: (oldest + window_ms - now).max(1),
+                    retry_after_ms: (oldest + window_ms - now).min(window_ms).max(1),
                 })
             }
             ("missing", _, _) => Err(missing()),

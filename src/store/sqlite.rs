@@ -831,10 +831,12 @@ impl EmailRequestStore for SqliteStore {
                         |r| Ok(r.get(0)?),
                     )?;
                     if times.len() as u32 >= limit.max {
-                        // The window frees a slot when its oldest request ages out.
+                        // The window frees a slot when its oldest request ages
+                        // out; never past the window (see the PostgreSQL store).
                         let oldest = times[times.len() - limit.max as usize];
+                        let wait = oldest + limit.window_ms - now;
                         return Ok(EmailRequestOutcome::RateLimited {
-                            retry_after_ms: (oldest + limit.window_ms - now).max(1),
+                            retry_after_ms: wait.min(limit.window_ms).max(1),
                         });
                     }
                 }
