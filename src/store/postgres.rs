@@ -2834,6 +2834,24 @@ mod tests {
         order
     }
 
+    /// A resend of `order`'s fulfillment email, queued with its job.
+    async fn queue_resend(store: &PgStore, order: &Order) -> EmailRequest {
+        let r = resend(order);
+        let outcome = store
+            .create_email_request(
+                &r,
+                OrderState::Issued,
+                &audit(&order.account_id, "email.fulfillment.requested", &order.id),
+                None,
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(outcome, EmailRequestOutcome::Created(..)));
+        r
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn resends_at_once_under_a_limit_of_one_give_one_created_and_the_rest_rate_limited() {
         let db = TestDb::new().await;
@@ -3141,20 +3159,7 @@ mod tests {
         store.claim(60_000).await.unwrap().expect("the submit job");
         let mut ids = Vec::new();
         for _ in 0..3 {
-            let r = resend(&order);
-            ids.push(r.id.clone());
-            let outcome = store
-                .create_email_request(
-                    &r,
-                    OrderState::Issued,
-                    &audit(&order.account_id, "email.fulfillment.requested", &order.id),
-                    None,
-                    None,
-                    None,
-                )
-                .await
-                .unwrap();
-            assert!(matches!(outcome, EmailRequestOutcome::Created(..)));
+            ids.push(queue_resend(store, &order).await.id);
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let listed: Vec<String> = store
@@ -3369,19 +3374,7 @@ mod tests {
         store.claim(60_000).await.unwrap().expect("the submit job");
         let mut jobs = Vec::new();
         for _ in 0..24 {
-            let r = resend(&order);
-            let outcome = store
-                .create_email_request(
-                    &r,
-                    OrderState::Issued,
-                    &audit(&order.account_id, "email.fulfillment.requested", &order.id),
-                    None,
-                    None,
-                    None,
-                )
-                .await
-                .unwrap();
-            assert!(matches!(outcome, EmailRequestOutcome::Created(..)));
+            let r = queue_resend(store, &order).await;
             let job = store.claim(60_000).await.unwrap().expect("its send job");
             assert_eq!(job.target, r.id);
             jobs.push(job);
