@@ -1610,9 +1610,9 @@ const NEXT_DUE: &str = "SELECT LEAST(
        (SELECT MIN(run_at) FROM jobs WHERE locked_until IS NULL),
        (SELECT MIN(run_at) FROM jobs WHERE locked_until < $1))";
 
-/// The first due job in (run_at, id) order among the free ones and those
-/// whose lease ran out, each side read from its own index (`jobs_free`,
-/// `jobs_leased`): the jobs leased and still running are never walked, and
+/// The earlier, in (run_at, id) order, of two candidates: the first due
+/// free job and the job whose lease ran out first, each read from its own
+/// index (`jobs_free`, `jobs_leased`): the jobs leased and still running are never walked, and
 /// with the handoff (`worker::Handoff`) a thousand may be. SKIP LOCKED passes
 /// over rows another claimer has locked, so claimers of several desks
 /// neither wait for each other nor get the same job; each side locks its
@@ -1645,8 +1645,9 @@ impl JobQueue for PgStore {
         Ok(())
     }
 
-    /// The first due job in (run_at, id) order that no other transaction is
-    /// claiming right now (see [`CLAIM`]). A job whose lease ran out is due
+    /// A due job that no other transaction is claiming right now: the
+    /// first free one in (run_at, id) order, or one whose lease ran out if
+    /// that came earlier (see [`CLAIM`]). A job whose lease ran out is due
     /// again.
     async fn claim(&self, lease_ms: i64) -> StoreResult<Option<Job>> {
         let now = now_ms();
