@@ -2883,14 +2883,7 @@ mod tests {
     async fn changes_of_many_orders_at_once_each_apply_and_one_that_cannot_fails_alone() {
         let db = TestDb::new().await;
         let store = &db.store;
-        let (_, user) = account_with_user(store, "acme").await;
-        let mut orders = Vec::new();
-        for i in 0..12 {
-            let name = format!("www{i}.example.com");
-            let order = new_order(&user, &[name.as_str()], now_ms(), OrderState::Submitted);
-            insert(store, &order).await;
-            orders.push(order);
-        }
+        let orders = orders_of_one_user(store, 12, |_| OrderState::Submitted).await;
         // Each issued with its fulfillment email's request and two jobs,
         // order 4 twice (the second finds it issued and does not apply),
         // all at once so most share a statement (Grouped). The request
@@ -3131,6 +3124,24 @@ mod tests {
         let order = new_order(&user, &["www.example.com"], now_ms(), OrderState::Issued);
         insert(&db.store, &order).await;
         order
+    }
+
+    /// `count` orders of one user, order i for www{i}.example.com in
+    /// `state(i)`, each with its submit job.
+    async fn orders_of_one_user(
+        store: &PgStore,
+        count: usize,
+        state: impl Fn(usize) -> OrderState,
+    ) -> Vec<Order> {
+        let (_, user) = account_with_user(store, "acme").await;
+        let mut orders = Vec::new();
+        for i in 0..count {
+            let name = format!("www{i}.example.com");
+            let order = new_order(&user, &[name.as_str()], now_ms(), state(i));
+            insert(store, &order).await;
+            orders.push(order);
+        }
+        orders
     }
 
     /// A resend of `order`'s fulfillment email, queued with its job.
@@ -3751,19 +3762,14 @@ mod tests {
     async fn email_requests_at_once_for_many_orders_each_get_their_own_answer() {
         let db = TestDb::new().await;
         let store = &db.store;
-        let (_, user) = account_with_user(store, "acme").await;
-        let mut orders = Vec::new();
-        for i in 0..12 {
-            let state = if i == 3 {
+        let orders = orders_of_one_user(store, 12, |i| {
+            if i == 3 {
                 OrderState::PendingApproval
             } else {
                 OrderState::Issued
-            };
-            let name = format!("www{i}.example.com");
-            let order = new_order(&user, &[name.as_str()], now_ms(), state);
-            insert(store, &order).await;
-            orders.push(order);
-        }
+            }
+        })
+        .await;
         // Order 5 has had its one resend of the hour.
         queue_resend(store, &orders[5]).await;
         let limit = RateLimit {
