@@ -1129,17 +1129,7 @@ impl EmailRequestStore for PgStore {
         };
         let (locked_until, locked_by, attempts) = lease(job.lease_ms, now, self.instance);
         let ask = RequestEmail {
-            id: request.id.clone(),
-            order_id: request.order_id.clone(),
-            kind: request.kind.as_str(),
-            trigger: request.trigger.as_str(),
-            recipient: request.recipient.as_str().to_string(),
-            state: request.state.as_str(),
-            error: request.error.clone(),
-            requested_by: request.requested_by.clone(),
-            message_id: request.message_id.clone(),
-            created_at: to_ms(request.created_at),
-            updated_at: to_ms(request.updated_at),
+            request: request.clone(),
             required_state: required_state.as_str(),
             key_scope: idempotency.map(|k| k.scope),
             key: idempotency.map(|k| k.key.clone()),
@@ -1611,17 +1601,7 @@ impl GroupWrite for Change {
 /// A request for an order's email (`create_email_request`): the values
 /// `request_email` (migration 0003) takes, in its order.
 struct RequestEmail {
-    id: String,
-    order_id: String,
-    kind: &'static str,
-    trigger: &'static str,
-    recipient: String,
-    state: &'static str,
-    error: Option<String>,
-    requested_by: Option<String>,
-    message_id: String,
-    created_at: i64,
-    updated_at: i64,
+    request: EmailRequest,
     required_state: &'static str,
     key_scope: Option<&'static str>,
     key: Option<String>,
@@ -1657,8 +1637,10 @@ impl GroupWrite for RequestEmail {
     /// order and cannot wait for each other in a cycle.
     async fn write(pool: &PgPool, batch: &[RequestEmail]) -> StoreResult<Vec<RequestEmailRow>> {
         let mut order: Vec<usize> = (0..batch.len()).collect();
-        order.sort_by(|&a, &b| batch[a].order_id.cmp(&batch[b].order_id));
-        let column = |f: &dyn Fn(&RequestEmail) -> Option<String>| -> Vec<Option<String>> {
+        order.sort_by(|&a, &b| batch[a].request.order_id.cmp(&batch[b].request.order_id));
+        // Text columns borrow from the batch: nothing is copied but into
+        // the statement's buffer.
+        let column = |f: &dyn Fn(&RequestEmail) -> Option<&str>| -> Vec<Option<&str>> {
             order.iter().map(|&i| f(&batch[i])).collect()
         };
         let number = |f: &dyn Fn(&RequestEmail) -> Option<i64>| -> Vec<Option<i64>> {
@@ -1688,34 +1670,39 @@ impl GroupWrite for RequestEmail {
                  a.audit_subject, a.audit_detail) r
              ORDER BY a.n",
         )
-        .bind(column(&|r| Some(r.id.clone())))
-        .bind(column(&|r| Some(r.order_id.clone())))
-        .bind(column(&|r| Some(r.kind.to_string())))
-        .bind(column(&|r| Some(r.trigger.to_string())))
-        .bind(column(&|r| Some(r.recipient.clone())))
-        .bind(column(&|r| Some(r.state.to_string())))
-        .bind(column(&|r| r.error.clone()))
-        .bind(column(&|r| r.requested_by.clone()))
-        .bind(column(&|r| Some(r.message_id.clone())))
-        .bind(number(&|r| Some(r.created_at)))
-        .bind(number(&|r| Some(r.updated_at)))
-        .bind(column(&|r| Some(r.required_state.to_string())))
-        .bind(column(&|r| r.key_scope.map(str::to_string)))
-        .bind(column(&|r| r.key.clone()))
+        .bind(column(&|r| Some(&r.request.id)))
+        .bind(column(&|r| Some(&r.request.order_id)))
+        .bind(column(&|r| Some(r.request.kind.as_str())))
+        .bind(column(&|r| Some(r.request.trigger.as_str())))
+        .bind(column(&|r| Some(r.request.recipient.as_str())))
+        .bind(column(&|r| Some(r.request.state.as_str())))
+        .bind(column(&|r| r.request.error.as_deref()))
+        .bind(column(&|r| r.request.requested_by.as_deref()))
+        .bind(column(&|r| Some(&r.request.message_id)))
+        .bind(number(&|r| Some(to_ms(r.request.created_at))))
+        .bind(number(&|r| Some(to_ms(r.request.updated_at))))
+        .bind(column(&|r| Some(r.required_state)))
+        .bind(column(&|r| r.key_scope))
+        .bind(column(&|r| r.key.as_deref()))
         .bind(small(&|r| r.limit_max))
         .bind(number(&|r| r.limit_since))
-        .bind(column(&|r| Some(r.job.key.clone())))
-        .bind(column(&|r| Some(r.job.kind.as_str().to_string())))
-        .bind(column(&|r| Some(r.job.target.clone())))
+        .bind(column(&|r| Some(&r.job.key)))
+        .bind(column(&|r| Some(r.job.kind.as_str())))
+        .bind(column(&|r| Some(&r.job.target)))
         .bind(number(&|r| Some(r.now)))
         .bind(small(&|r| Some(r.attempts)))
         .bind(number(&|r| r.locked_until))
         .bind(small(&|r| r.locked_by))
-        .bind(column(&|r| r.audit.account_id.clone()))
-        .bind(column(&|r| Some(r.audit.actor.clone())))
-        .bind(column(&|r| Some(r.audit.action.clone())))
-        .bind(column(&|r| Some(r.audit.subject.clone())))
-        .bind(column(&|r| Some(r.audit.detail.to_string())))
+        .bind(column(&|r| r.audit.account_id.as_deref()))
+        .bind(column(&|r| Some(&r.audit.actor)))
+        .bind(column(&|r| Some(&r.audit.action)))
+        .bind(column(&|r| Some(&r.audit.subject)))
+        .bind(
+            order
+                .iter()
+                .map(|&i| batch[i].audit.detail.to_string())
+                .collect::<Vec<String>>(),
+        )
         .fetch_all(pool)
         .await?;
         if rows.len() != batch.len() {
