@@ -602,8 +602,7 @@ async fn insert_order_rows(
         return Ok(vec![]);
     };
     let n = tails.rows.len();
-    let (mut key, mut kind, mut payload) = (vec![], vec![], vec![]);
-    let (mut attempts, mut locked_until, mut locked_by) = (vec![], vec![], vec![]);
+    let mut jobs = JobColumns::default();
     let (mut a_account, mut a_actor, mut a_action, mut a_subject, mut a_detail) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -612,13 +611,7 @@ async fn insert_order_rows(
         Vec::with_capacity(n),
     );
     for (job, audit) in tails.rows {
-        let (until, by, tries) = lease(job.lease_ms, tails.now, tails.instance);
-        key.push(job.key.as_str());
-        kind.push(job.kind.as_str());
-        payload.push(job.target.as_str());
-        attempts.push(tries);
-        locked_until.push(until);
-        locked_by.push(by);
+        jobs.push(job, lease(job.lease_ms, tails.now, tails.instance));
         a_account.push(audit.account_id.as_deref());
         a_actor.push(audit.actor.as_str());
         a_action.push(audit.action.as_str());
@@ -626,13 +619,13 @@ async fn insert_order_rows(
         a_detail.push(audit.detail.to_string());
     }
     let row = query
-        .bind(key)
-        .bind(kind)
-        .bind(payload)
+        .bind(jobs.key)
+        .bind(jobs.kind)
+        .bind(jobs.payload)
         .bind(tails.now)
-        .bind(attempts)
-        .bind(locked_until)
-        .bind(locked_by)
+        .bind(jobs.attempts)
+        .bind(jobs.locked_until)
+        .bind(jobs.locked_by)
         .bind(a_account)
         .bind(a_actor)
         .bind(a_action)
@@ -647,6 +640,29 @@ async fn insert_order_rows(
         .iter()
         .map(|(job, _)| keys.iter().position(|k| *k == job.key).map(|i| ids[i]))
         .collect())
+}
+
+/// New jobs as the arrays a statement unnests, one element per job: what
+/// runs (key, kind, payload) and its lease (see [`lease`]).
+#[derive(Default)]
+struct JobColumns<'a> {
+    key: Vec<&'a str>,
+    kind: Vec<&'a str>,
+    payload: Vec<&'a str>,
+    attempts: Vec<i32>,
+    locked_until: Vec<Option<i64>>,
+    locked_by: Vec<Option<i32>>,
+}
+
+impl<'a> JobColumns<'a> {
+    fn push(&mut self, job: &'a NewJob, (until, by, tries): (Option<i64>, Option<i32>, i32)) {
+        self.key.push(&job.key);
+        self.kind.push(job.kind.as_str());
+        self.payload.push(&job.target);
+        self.attempts.push(tries);
+        self.locked_until.push(until);
+        self.locked_by.push(by);
+    }
 }
 
 /// A new job's lease columns (locked_until, locked_by, attempts): leased at
@@ -1469,20 +1485,14 @@ impl GroupWrite for Change {
             changes.iter().map(|c| f(c)).collect()
         };
         let (mut job_from, mut job_to) = (Vec::new(), Vec::new());
-        let (mut key, mut kind, mut payload) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut attempts, mut locked_until, mut locked_by) = (Vec::new(), Vec::new(), Vec::new());
+        let mut jobs = JobColumns::default();
         for c in &changes {
             // 1-based and inclusive, as PostgreSQL slices arrays.
-            job_from.push(key.len() as i32 + 1);
-            for (job, &(until, by, tries)) in c.update.jobs.iter().zip(&c.leases) {
-                key.push(job.key.as_str());
-                kind.push(job.kind.as_str());
-                payload.push(job.target.as_str());
-                attempts.push(tries);
-                locked_until.push(until);
-                locked_by.push(by);
+            job_from.push(jobs.key.len() as i32 + 1);
+            for (job, &lease) in c.update.jobs.iter().zip(&c.leases) {
+                jobs.push(job, lease);
             }
-            job_to.push(key.len() as i32);
+            job_to.push(jobs.key.len() as i32);
         }
         let email = |f: &dyn Fn(&EmailRequest) -> Option<String>| {
             text(&|c| c.update.new_email.as_ref().and_then(f))
@@ -1566,12 +1576,12 @@ impl GroupWrite for Change {
         .bind(email_audit(&|e| Some(e.action.clone())))
         .bind(email_audit(&|e| Some(e.subject.clone())))
         .bind(email_audit(&|e| Some(e.detail.to_string())))
-        .bind(key)
-        .bind(kind)
-        .bind(payload)
-        .bind(attempts)
-        .bind(locked_until)
-        .bind(locked_by)
+        .bind(jobs.key)
+        .bind(jobs.kind)
+        .bind(jobs.payload)
+        .bind(jobs.attempts)
+        .bind(jobs.locked_until)
+        .bind(jobs.locked_by)
         .fetch_all(pool)
         .await?;
         if rows.len() != batch.len() {
