@@ -91,6 +91,7 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     let store = store?;
     let (keys, mailer, builtin) = ca?;
     let message_id_domain = mailer.from().email.domain().to_string();
+    let tasks = worker::tasks(settings.database_url.is_some());
 
     let mut cas = CaRegistry::default();
     cas.add(builtin.clone());
@@ -105,7 +106,7 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
             message_id_domain,
         },
         wake: Arc::new(Notify::new()),
-        at_once: Arc::new(tokio::sync::Semaphore::new(worker::TASKS)),
+        at_once: Arc::new(tokio::sync::Semaphore::new(tasks)),
         handoff: Default::default(),
         keys,
         tokens: accounts::TokenCache::new(accounts::CREDENTIAL_TTL),
@@ -123,7 +124,7 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     // reported.
     let (first, worker) = tokio::join!(
         accounts::bootstrap(desk.store.as_ref(), &admin_email),
-        worker::spawn(desk.clone(), worker::TASKS)
+        worker::spawn(desk.clone(), tasks)
     );
     if let Some(first) = first? {
         // Printed once, to the terminal, never to the log.

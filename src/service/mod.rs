@@ -94,9 +94,10 @@ pub struct Desk {
     pub wake: Arc<Notify>,
     /// Slots for running jobs, shared by the workers and the requests that
     /// carry out the job they queue at once (a new order's submission, a
-    /// resent email): together they run at most `worker::TASKS` jobs. A
-    /// request finding no free slot hands its job over in memory (`handoff`)
-    /// or, when that is full too, leaves it in the queue.
+    /// resent email): together they run at most `worker::tasks` jobs (16
+    /// on SQLite, 48 on PostgreSQL). A request finding no free slot hands
+    /// its job over in memory (`handoff`) or, when that is full too, leaves
+    /// it in the queue.
     pub at_once: Arc<tokio::sync::Semaphore>,
     /// Jobs requests wrote leased to this desk while every slot was busy,
     /// for the next free worker (see `worker::Handoff`).
