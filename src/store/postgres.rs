@@ -506,13 +506,24 @@ async fn insert_order_rows(
         cert_issuer.push(cert.map(|c| c.issuer.as_str()));
         created_at.push(to_ms(o.created_at));
         updated_at.push(to_ms(o.updated_at));
+        // Each name and each registrable domain once per order, here
+        // rather than by `ON CONFLICT DO NOTHING`: a speculative insert
+        // costs the server a lock and a WAL record more than a plain one,
+        // and this order's rows are new, so only its own could collide.
+        let (first_name, first_domain) = (n_name.len(), d_registrable.len());
         for (name, registrable) in o.names.iter().zip(registrable.iter()) {
+            if n_name[first_name..].contains(&name.as_str()) {
+                continue;
+            }
             n_account.push(o.account_id.as_str());
             n_order.push(o.id.as_str());
             n_name.push(name.as_str());
             n_registrable.push(registrable.as_deref());
             n_created.push(to_ms(o.created_at));
             if let Some(registrable) = registrable {
+                if d_registrable[first_domain..].contains(&registrable.as_str()) {
+                    continue;
+                }
                 d_account.push(o.account_id.as_str());
                 d_order.push(o.id.as_str());
                 d_registrable.push(registrable.as_str());
@@ -557,11 +568,9 @@ async fn insert_order_rows(
              INSERT INTO order_names (account_id, order_id, name, registrable, created_at)
              SELECT * FROM UNNEST($24::text[], $25::text[], $26::text[], $27::text[],
                 $28::bigint[])
-             ON CONFLICT DO NOTHING
          ), domains AS (
              INSERT INTO order_domains (account_id, order_id, registrable, created_at)
              SELECT * FROM UNNEST($29::text[], $30::text[], $31::text[], $32::bigint[])
-             ON CONFLICT DO NOTHING
          ){tail_sql}"
     );
     let query = sqlx::query(&sql)
@@ -3562,6 +3571,53 @@ mod tests {
         // The submit job (leased) and the third send job are left.
         assert_eq!(db.count("SELECT COUNT(*) FROM jobs").await, 2);
         assert!(store.get_email_request("nope").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_order_for_a_domain_and_its_www_is_listed_once_under_that_domain() {
+        let db = TestDb::new().await;
+        let store = &db.store;
+        let (_, user) = account_with_user(store, "acme").await;
+        // Two names of one registrable domain, and a name given twice (an
+        // import from elsewhere may): one row per name and per domain.
+        let order = new_order(
+            &user,
+            &["example.net", "www.example.net", "example.net"],
+            now_ms(),
+            OrderState::Submitted,
+        );
+        let placed = store
+            .insert_order(
+                &order,
+                &registrable(&order),
+                &NewJob::submit_order(&order.id),
+                &audit(&order.account_id, "order.created", &order.id),
+                None,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(placed, InsertOutcome::Created(..)), "{placed:?}");
+        assert_eq!(db.count("SELECT COUNT(*) FROM order_names").await, 2);
+        assert_eq!(db.count("SELECT COUNT(*) FROM order_domains").await, 1);
+        for (filter, name) in [
+            (
+                OrderFilter {
+                    domain: Some("example.net".into()),
+                    ..OrderFilter::default()
+                },
+                "domain",
+            ),
+            (
+                OrderFilter {
+                    domain: Some("www.example.net".into()),
+                    ..OrderFilter::default()
+                },
+                "name",
+            ),
+        ] {
+            let listed = all_pages(store, &user.account_id, &filter, 10).await;
+            assert_eq!(listed, std::slice::from_ref(&order.id), "by {name}");
+        }
     }
 
     #[tokio::test]
