@@ -55,13 +55,13 @@ pub fn tasks(on_postgres: bool) -> usize {
     }
 }
 
-/// An idle worker looks at the queue again after at most this long, times
-/// its share of [`TASKS`] (see [`idle_look`]), for the jobs nobody woke it
-/// for: another desk's, a retry come due.
+/// An idle worker looks at the queue again after this long on average,
+/// times its share of [`TASKS`] (see [`idle_look`]), for the jobs nobody
+/// woke it for: another desk's, a retry come due.
 const IDLE_LOOK_MS: u64 = 1000;
 
-/// How long an idle worker of `tasks` waits, at most, before it looks at
-/// the queue again when the next job is due in `due_in_ms` (or none is).
+/// How long an idle worker of `tasks` waits before it looks at the queue
+/// again, when the next job is due in `due_in_ms` (or none is).
 /// Each worker looks less often the more there are (48 on PostgreSQL
 /// looked three times as often as 16 with nothing to do: 2.8 % of a core
 /// between the desk and the server, against 0.95 %), at a random point
