@@ -62,7 +62,8 @@ async fn a_resend_accepted_before_a_crash_is_delivered_exactly_once_after_restar
     smtp.assert_each_sent_once(&[tried_id, fresh_id], 3);
 }
 
-/// Resends beyond the jobs the desk runs at once (16) wait for a free slot
+/// Resends beyond the jobs the desk runs at once (16 on SQLite, 48 on
+/// PostgreSQL: `certdesk::worker::tasks`) wait for a free slot
 /// in the desk's memory, their jobs written leased to the desk. Killed while
 /// they wait, the desk loses none: started again, it sends each once.
 #[tokio::test]
@@ -93,23 +94,24 @@ async fn resends_waiting_behind_a_hung_mail_server(graceful: bool) {
 
     // Every send from here on hangs, holding its slot.
     smtp.freeze();
-    const RESENDS: usize = 24;
-    const SLOTS: usize = 16;
+    let slots = certdesk::worker::tasks(on_postgres());
+    let resends = slots + 8;
     let resend = format!("/api/v1/orders/{id}/fulfillment-email");
     let mut requests = Vec::new();
-    for _ in 0..RESENDS {
+    for _ in 0..resends {
         let (status, accepted, _) = desk.api.post(&resend, None).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
         requests.push(accepted["request_id"].as_str().unwrap().to_string());
     }
-    // Sixteen are being sent, the rest wait: every job held by this desk,
-    // none left for a claim (which the busy workers could not make).
-    assert_eq!(desk.leased_jobs().await, RESENDS as i64);
+    // As many are being sent as the desk runs at once, the rest wait:
+    // every job held by this desk, none left for a claim (which the busy
+    // workers could not make).
+    assert_eq!(desk.leased_jobs().await, resends as i64);
     if graceful {
         desk.terminate();
         assert_eq!(
             desk.leased_jobs().await,
-            SLOTS as i64,
+            slots as i64,
             "only the sends under way keep their leases"
         );
     } else {
@@ -118,10 +120,10 @@ async fn resends_waiting_behind_a_hung_mail_server(graceful: bool) {
 
     smtp.thaw();
     desk.restart().await;
-    desk.wait_emails_sent(&id, RESENDS + 1).await;
+    desk.wait_emails_sent(&id, resends + 1).await;
     // Give a duplicate every chance to show up before counting.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    smtp.assert_each_sent_once(&requests, RESENDS + 1);
+    smtp.assert_each_sent_once(&requests, resends + 1);
 }
 
 /// A listener that greets every connection with `reply` and hangs up: a

@@ -348,14 +348,15 @@ async fn without_validation_the_order_issues_at_once_and_without_smtp_mail_goes_
 }
 
 /// More orders at once than the desk submits from the requests that
-/// placed them (16 at a time): the rest wait in the queue for a worker.
+/// placed them (`certdesk::worker::tasks` at a time: 16 on SQLite, 48 on
+/// PostgreSQL): the rest wait in the queue for a worker.
 /// Each order is issued once, and each administrator gets exactly one
 /// fulfillment email.
 #[tokio::test]
 async fn a_burst_of_orders_is_each_issued_once_with_one_email() {
     let (smtp, desk, csr_pem) = issuing_desk("burst.example.com").await;
-    const ORDERS: usize = 48;
-    let posts: Vec<_> = (0..ORDERS)
+    let orders = certdesk::worker::tasks(on_postgres()) + 32;
+    let posts: Vec<_> = (0..orders)
         .map(|i| {
             let api = desk.api.clone();
             let body = order_body(&csr_pem, &format!("admin{i}@example.com"), None);
@@ -373,11 +374,11 @@ async fn a_burst_of_orders_is_each_issued_once_with_one_email() {
         let requests = o["email_requests"].as_array().unwrap();
         assert_eq!(requests.len(), 1, "{o}");
     }
-    let mails = smtp.wait_for(ORDERS, |m| m.is_fulfillment()).await;
+    let mails = smtp.wait_for(orders, |m| m.is_fulfillment()).await;
     let mut to: Vec<&str> = mails.iter().map(|m| m.to.as_str()).collect();
     to.sort_unstable();
     to.dedup();
-    assert_eq!(to.len(), ORDERS, "one email per administrator");
+    assert_eq!(to.len(), orders, "one email per administrator");
     // Nothing more arrives: no order was submitted or mailed twice.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(
@@ -385,18 +386,18 @@ async fn a_burst_of_orders_is_each_issued_once_with_one_email() {
             .iter()
             .filter(|m| m.is_fulfillment())
             .count(),
-        ORDERS
+        orders
     );
     let log = desk.audit_events().await;
     let count = |what: &str| log.iter().filter(|(_, a, _, _)| a == what).count();
     assert_eq!(
         count("order.issued"),
-        ORDERS,
+        orders,
         "one issuance recorded per order"
     );
     assert_eq!(
         count("email.fulfillment.sent"),
-        ORDERS,
+        orders,
         "one email recorded sent per order"
     );
 }
@@ -417,8 +418,8 @@ async fn a_burst_of_resends_is_each_delivered_once_and_shown_sent() {
     smtp.wait_for(1, |m| m.is_fulfillment()).await;
     // More at once than the desk runs jobs at once: some are sent from the
     // request, the rest wait in the queue for a worker.
-    const RESENDS: usize = 48;
-    let posts: Vec<_> = (0..RESENDS)
+    let resends = certdesk::worker::tasks(on_postgres()) + 32;
+    let posts: Vec<_> = (0..resends)
         .map(|_| {
             let (api, path) = (
                 desk.api.clone(),
@@ -437,7 +438,7 @@ async fn a_burst_of_resends_is_each_delivered_once_and_shown_sent() {
         );
         requests.push(accepted["request_id"].as_str().unwrap().to_string());
     }
-    let mails = smtp.wait_for(RESENDS + 1, |m| m.is_fulfillment()).await;
+    let mails = smtp.wait_for(resends + 1, |m| m.is_fulfillment()).await;
     // The first email is built from the certificate as the CA signed it a
     // moment before, the resends from the CA's ledger: they say the same.
     let first = &mails[0];
@@ -449,9 +450,9 @@ async fn a_burst_of_resends_is_each_delivered_once_and_shown_sent() {
     }
     // Nothing more arrives: no request was sent twice.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    smtp.assert_each_sent_once(&requests, RESENDS + 1);
-    let o = desk.wait_emails_sent(&id, RESENDS + 1).await;
-    assert_eq!(o["email_requests"].as_array().unwrap().len(), RESENDS + 1);
+    smtp.assert_each_sent_once(&requests, resends + 1);
+    let o = desk.wait_emails_sent(&id, resends + 1).await;
+    assert_eq!(o["email_requests"].as_array().unwrap().len(), resends + 1);
 }
 
 #[tokio::test]
