@@ -520,13 +520,13 @@ async fn insert_order_rows(
             n_name.push(name.as_str());
             n_registrable.push(registrable.as_deref());
             n_created.push(to_ms(o.created_at));
-            if let Some(registrable) = registrable {
-                if d_registrable[first_domain..].contains(&registrable.as_str()) {
-                    continue;
-                }
+            let new_domain = registrable
+                .as_deref()
+                .filter(|r| !d_registrable[first_domain..].contains(r));
+            if let Some(registrable) = new_domain {
                 d_account.push(o.account_id.as_str());
                 d_order.push(o.id.as_str());
-                d_registrable.push(registrable.as_str());
+                d_registrable.push(registrable);
                 d_created.push(to_ms(o.created_at));
             }
         }
@@ -2425,8 +2425,9 @@ mod tests {
         }
     }
 
-    async fn insert(store: &PgStore, order: &Order) {
-        let outcome = store
+    /// Places `order` as the service does, without an idempotency key.
+    async fn place(store: &PgStore, order: &Order) -> StoreResult<InsertOutcome<String>> {
+        store
             .insert_order(
                 order,
                 &registrable(order),
@@ -2435,7 +2436,10 @@ mod tests {
                 None,
             )
             .await
-            .unwrap();
+    }
+
+    async fn insert(store: &PgStore, order: &Order) {
+        let outcome = place(store, order).await.unwrap();
         assert!(matches!(outcome, InsertOutcome::Created(ref id, Some(_)) if *id == order.id));
     }
 
@@ -3586,17 +3590,7 @@ mod tests {
             now_ms(),
             OrderState::Submitted,
         );
-        let placed = store
-            .insert_order(
-                &order,
-                &registrable(&order),
-                &NewJob::submit_order(&order.id),
-                &audit(&order.account_id, "order.created", &order.id),
-                None,
-            )
-            .await
-            .unwrap();
-        assert!(matches!(placed, InsertOutcome::Created(..)), "{placed:?}");
+        insert(store, &order).await;
         assert_eq!(db.count("SELECT COUNT(*) FROM order_names").await, 2);
         assert_eq!(db.count("SELECT COUNT(*) FROM order_domains").await, 1);
         for (filter, name) in [
@@ -3645,18 +3639,7 @@ mod tests {
         let mut placing = tokio::task::JoinSet::new();
         for (i, order) in orders.iter().enumerate() {
             let (store, order) = (store.clone(), order.clone());
-            placing.spawn(async move {
-                let placed = store
-                    .insert_order(
-                        &order,
-                        &registrable(&order),
-                        &NewJob::submit_order(&order.id),
-                        &audit(&order.account_id, "order.created", &order.id),
-                        None,
-                    )
-                    .await;
-                (i, placed)
-            });
+            placing.spawn(async move { (i, place(&store, &order).await) });
         }
         let mut job_ids = HashSet::new();
         while let Some(placed) = placing.join_next().await {
