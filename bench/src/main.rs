@@ -722,15 +722,30 @@ async fn check_all_issued(
     auth: &str,
     ids: &[String],
 ) -> Result<()> {
+    // The desk sends an order's first fulfillment email before it records
+    // the order issued (src/worker.rs), so the last orders may read
+    // "submitted" for the few milliseconds after their email reached the
+    // sink: each is given a few seconds to get there.
     for id in ids.iter().step_by((ids.len() / 20).max(1)) {
-        let o: Value = http
-            .get(format!("{url}/api/v1/orders/{id}"))
-            .header("authorization", auth)
-            .send()
-            .await?
-            .json()
-            .await?;
-        ensure!(o["state"] == "issued", "order {id} is {}", o["state"]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let o: Value = http
+                .get(format!("{url}/api/v1/orders/{id}"))
+                .header("authorization", auth)
+                .send()
+                .await?
+                .json()
+                .await?;
+            if o["state"] == "issued" {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "order {id} is {} more than 5 s after its fulfillment email reached the sink",
+                o["state"]
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     Ok(())
 }
